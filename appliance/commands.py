@@ -1,7 +1,172 @@
-"""Runtime sub-commands: replay, demo (filled in by the core pipeline)."""
+"""Runtime sub-commands: ``replay`` and ``demo``.
+
+Exit codes (also in the README):
+  0  every capture was read to its end
+  1  runtime failure (e.g. the output cannot be written)
+  2  bad arguments
+  3  a capture could not be read at all (missing, not a capture, unsupported link type);
+     the other captures were still processed
+  4  a capture was truncated; the pairs before the cut were written
+"""
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
+import time
+
+EXIT_INPUT = 3
+EXIT_TRUNCATED = 4
+
 
 def register(sub) -> None:
-    pass
+    p = sub.add_parser("replay", help="replay pcap/pcapng captures and write the HTTP pairs",
+                       description="Replay capture files through decode, TCP reassembly and "
+                                   "HTTP pairing; write one JSON object per pair.")
+    p.add_argument("captures", nargs="+", metavar="CAPTURE", help="pcap or pcapng file(s)")
+    p.add_argument("--jsonl", default="-", metavar="OUT",
+                   help="write pairs as JSON Lines to OUT ('-' = stdout, the default)")
+    p.add_argument("--max-body", type=_size, default=1 << 20, metavar="BYTES",
+                   help="cap on each decoded body (default 1048576); longer bodies are cut "
+                        "and the record's 'anomalies' says so")
+    p.add_argument("--idle-timeout", type=float, default=60.0, metavar="S",
+                   help="flush connections idle for S seconds of capture time (default 60)")
+    p.add_argument("--source", default="PCAP", help="value of the record's 'source' key")
+    p.add_argument("--account-id", default=os.environ.get("AKTO_ACCOUNT_ID", "1000000"),
+                   help="value of 'akto_account_id' (default 1000000)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no summary on stderr")
+    p.set_defaults(func=cmd_replay)
+
+    d = sub.add_parser("demo", help="replay the embedded sample traffic and print the pairs")
+    d.set_defaults(func=cmd_demo)
+
+
+def _size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(text) from None
+    if value <= 0:
+        raise ValueError(text)
+    return value
+
+
+def replay_files(paths, pipeline, sink, progress=None, errors=None):
+    """Feed every capture through the pipeline into the sink.  Returns the worst exit code."""
+    from appliance.capture.file import CaptureError, CaptureFile, TruncatedCapture
+
+    status = 0
+    feed = pipeline.feed_batch
+    for path in paths:
+        try:
+            cap = CaptureFile(path)
+        except CaptureError as exc:
+            print(f"appliance: error: {exc}", file=sys.stderr)
+            status = max(status, EXIT_INPUT)
+            continue
+        try:
+            for buf, meta in cap.batches():
+                feed(cap.linktype, buf, meta)
+                if pipeline.out:
+                    sink.write(pipeline.take())
+                if progress is not None:
+                    progress(path, cap)
+        except TruncatedCapture as exc:
+            print(f"appliance: warning: {exc}; pairs before the cut were kept", file=sys.stderr)
+            status = max(status, EXIT_TRUNCATED)
+    pipeline.close()
+    sink.write(pipeline.take())
+    return status
+
+
+def cmd_replay(args) -> int:
+    from appliance.cli import CliError
+    from appliance.core.pipeline import Pipeline, PipelineConfig
+    from appliance.sinks.jsonl import JsonlSink
+
+    cfg = PipelineConfig(source=args.source, account_id=args.account_id, max_body=args.max_body,
+                         idle_timeout=args.idle_timeout)
+    pipeline = Pipeline(cfg)
+    try:
+        sink = JsonlSink(args.jsonl)
+    except OSError as exc:
+        raise CliError(str(exc)) from None
+    started = time.perf_counter()
+    progress, done = _progress_bar(args)
+    try:
+        status = replay_files(args.captures, pipeline, sink, progress)
+    finally:
+        done()
+        try:
+            sink.close()
+        except OSError as exc:
+            raise CliError(f"{args.jsonl}: cannot write: {exc.strerror}") from None
+    elapsed = time.perf_counter() - started
+    if not args.quiet:
+        print(summary_line(pipeline.stats(), elapsed), file=sys.stderr)
+    return status
+
+
+def summary_line(s: dict, elapsed: float) -> str:
+    rate = s["packets"] / elapsed if elapsed > 0 else 0.0
+    mbit = s["bytes"] * 8 / elapsed / 1e6 if elapsed > 0 else 0.0
+    return (f"replay: {s['packets']} packets, {s['bytes']} bytes, {s['connections']} connections, "
+            f"{s['pairs']} pairs, {s['pending']} pending, {s['malformed']} malformed, "
+            f"{s['gaps']} gaps, {s['decode_errors']} decode errors, "
+            f"{s['orphan_responses']} orphan responses; {elapsed:.2f}s, "
+            f"{rate:,.0f} packets/s, {mbit:,.1f} Mbit/s")
+
+
+def _progress_bar(args):
+    if args.quiet or not sys.stderr.isatty():
+        return None, lambda: None
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    total = 0
+    for p in args.captures:
+        try:
+            total += os.path.getsize(p)
+        except OSError:
+            pass
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                   console=Console(stderr=True), transient=True)
+    task = bar.add_task("replay", total=total or None)
+    bar.start()
+    state = {"done": 0, "path": None, "last": 0}
+
+    def update(path, cap):
+        if path != state["path"]:
+            state["done"] += state["last"]
+            state["path"] = path
+        state["last"] = cap.offset or 0
+        bar.update(task, completed=state["done"] + state["last"], description=os.path.basename(path))
+
+    return update, bar.stop
+
+
+def cmd_demo(args) -> int:
+    """Generate the embedded sample capture, replay it and print the pairs."""
+    import json
+
+    from appliance.core.pipeline import Pipeline
+    from appliance.synth import sample_frames, write_pcap
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "sample.pcap")
+        write_pcap(path, sample_frames())
+        pipeline = Pipeline()
+
+        class Collect:
+            records: list = []
+
+            def write(self, recs):
+                self.records.extend(recs)
+
+        sink = Collect()
+        replay_files([path], pipeline, sink)
+    for rec in sink.records:
+        print(json.dumps(rec, indent=2, ensure_ascii=False))
+    print(summary_line(pipeline.stats(), 1.0).split(";")[0], file=sys.stderr)
+    return 0
