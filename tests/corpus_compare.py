@@ -74,12 +74,40 @@ def compare(expected: Path):
 
 
 def body_len_mismatches(matched):
+    """(row, rec, side, want, got) where a text body's decoded length differs from Zeek's."""
     out = []
     for row, rec in matched:
-        want = row.get("response_body_len")
-        if want is None or rec.get("responsePayloadEncoding") or "response_truncated" in rec.get("anomalies", ""):
-            continue
-        got = len(rec["responsePayload"].encode("utf-8"))
-        if str(got) != str(want):
-            out.append((row, rec, got))
+        for side, zkey in (("request", "request_body_len"), ("response", "response_body_len")):
+            want = row.get(zkey)
+            if (want is None or rec.get(side + "PayloadEncoding")
+                    or side + "_truncated" in rec.get("anomalies", "")):
+                continue
+            got = len(rec[side + "Payload"].encode("utf-8"))
+            if str(got) != str(want):
+                out.append((row, rec, side, want, got))
     return out
+
+
+def table() -> str:
+    lines = ["| capture | Zeek rows with request and response | our pairs | matched | body lengths checked |",
+             "|---|---:|---:|---:|---:|"]
+    tot = [0, 0, 0, 0]
+    for e in expected_files():
+        rows, recs, matched, missing, extra = compare(e)
+        checked = sum(1 for row, rec in matched for k in ("request_body_len", "response_body_len")
+                      if row.get(k) is not None)
+        name = e.name[: -len(".jsonl")].replace("__", "/").split("/Traces/")[-1]
+        lines.append(f"| {name} | {len(rows)} | {len(recs)} | {len(matched)} | {checked} |")
+        for i, v in enumerate((len(rows), len(recs), len(matched), checked)):
+            tot[i] += v
+    lines.append(f"| **total** | {tot[0]} | {tot[1]} | {tot[2]} | {tot[3]} |")
+    lines.append("")
+    lines.append(f"Recall {tot[2] / tot[0]:.3f}, precision {tot[2] / tot[1]:.3f}.")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    print(table())

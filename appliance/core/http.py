@@ -95,7 +95,7 @@ class Message:
 
 class HttpStats:
     __slots__ = ("requests", "responses", "pairs", "pending", "orphan_responses", "interim",
-                 "resyncs", "bad_messages", "tunnels", "body_truncated", "dropped_partial")
+                 "resyncs", "bad_messages", "tunnels", "stored_growth")
 
     def __init__(self):
         for name in self.__slots__:
@@ -280,16 +280,22 @@ class HttpHalf:
             self.tail = b"\x00" + window[-64:]
 
     def _resync(self, ts: float, data: bytes) -> None:
-        window = self.tail + data if self.tail else data
+        tail = self.tail
+        window = tail + data if tail else data
         role = self.role
         pat = _RESYNC_REQ if role == REQ else _RESYNC_RESP if role == RESP else _RESYNC_ANY
+        # candidates, earliest first: a line start (possibly straddling the previous
+        # segment), or the first byte of this segment (segments often start messages)
         m = pat.search(window)
-        if m is None:
+        start = m.start() if m is not None else -1
+        if (start < 0 or start > len(tail)) and tail and pat.match(data):
+            start = len(tail)
+        if start < 0:
             self._scan_tail(window)
             return
         self.state = IDLE
         self.tail = b""
-        self._parse(ts, window[m.start():])
+        self._parse(ts, window[start:])
 
     def _start(self, ts: float, data: bytes, pos: int) -> int:
         """Parse a message head at `pos`.  Returns the offset after it, -1 when more bytes
@@ -423,9 +429,9 @@ class HttpHalf:
         try:
             msg.status = int(code)
         except ValueError:
+            # still a response (it has a head): keep it so pairing stays in step
             self.stats.bad_messages += 1
-            self.msg = None
-            return -2
+            msg.flag("bad_status")
         msg.reason = reason.strip()
         length, chunked = self._framing(msg)
         status = msg.status
@@ -456,6 +462,7 @@ class HttpHalf:
         if msg.stored < self.max_body:
             msg.parts.append(chunk)
             msg.stored += n
+            self.stats.stored_growth += n
         elif msg.flags is None or "truncated" not in msg.flags:
             msg.flag("truncated")
 

@@ -80,6 +80,7 @@ class Pipeline:
         self.anomalies: dict[str, int] = {}  # record anomaly token -> count
         self.next_sweep = 0.0
         self.last_ts = 0.0
+        self.last_buffered = 0  # buffered bytes at the last measurement
         self._emit = self._emit_pair
 
     # -- input --------------------------------------------------------------------------
@@ -151,6 +152,10 @@ class Pipeline:
                 conn.tcp[d].segment(ts, seq, flags & ~TCP_RST, payload)
             self._close(key, conn, ts)
             return
+        if flags & TCP_ACK:
+            other = conn.tcp[1 - d]
+            if other.held:
+                other.acked(ts, ack)
         conn.tcp[d].segment(ts, seq, flags, payload)
         if conn.closed == 3:
             self._close(key, conn, ts)
@@ -204,14 +209,19 @@ class Pipeline:
             self.evicted["idle"] += 1
             self._close(key, conn, now)
         self.decoder.frags.expire(now)
+        # Body bytes only grow between sweeps, so the total can exceed the budget only
+        # if the last measured total plus the growth since does: measure only then.
         budget = self.cfg.buffer_limit
-        if self.tcp_stats.held_bytes > budget // 4 or len(conns) > 1000:
+        h = self.http_stats
+        if self.last_buffered + h.stored_growth + self.tcp_stats.held_bytes > budget:
             total = self.buffered()
             while conns and total > budget:
                 key, conn = next(iter(conns.items()))
                 total -= conn.buffered()
                 self.evicted["buffer_limit"] += 1
                 self._close(key, conn, now)
+            self.last_buffered = total
+            h.stored_growth = 0
 
     def buffered(self) -> int:
         return sum(c.buffered() for c in self.conns.values())

@@ -9,9 +9,10 @@ Rules (the same as Zeek's and gopacket's reassemblers):
   overlaps whose bytes differ are counted as ``inconsistent_overlaps``;
 - sequence numbers are compared modulo 2**32 (wrap-around);
 - a direction first seen mid-stream starts at the first segment seen;
-- a hole is skipped (``gap``) when the held bytes exceed the per-direction cap, when
-  the oldest held segment has waited ``gap_timeout`` seconds of packet time, or when
-  the connection ends;
+- a hole is skipped (``gap``) when the peer acknowledges bytes beyond it (the capture
+  lost them, the peer did not), when the held bytes exceed the per-direction cap,
+  when the oldest held segment has waited ``gap_timeout`` seconds of packet time, or
+  when the connection ends;
 - FIN ends the direction once every byte before it has been delivered.
 """
 
@@ -189,6 +190,13 @@ class TcpHalf:
         if self.fin is not None and self.next == self.fin and not self.held:
             self.done = True
             self.consumer.eof(ts)
+
+    def acked(self, ts: float, ack: int) -> None:
+        """The peer acknowledged up to `ack`.  If that covers the hole before our held
+        segments, the peer received bytes the capture lost: skip the hole now rather
+        than wait (so pairing with the other direction stays in step)."""
+        if self.next is not None and 0 < (ack - self.next) & MASK < HALF:
+            self.skip_gap(ts)
 
     def close(self, ts: float) -> None:
         """The connection is over (RST, idle, eviction): flush what is held, then EOF."""
