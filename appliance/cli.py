@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     _optional_register("provision.aws.cli", provision_sub, deprovision_sub)
     _optional_register("provision.gcp.cli", provision_sub, deprovision_sub)
     _optional_register("tui.cli", sub)
+    _optional_register("appliance.boot", sub)
     return parser
 
 
