@@ -6,7 +6,6 @@ instance addresses), so the plan printed by --dry-run is exactly what provisioni
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from dataclasses import dataclass, field
 
@@ -26,6 +25,9 @@ class Step:
     compare: tuple[str, ...]  # top-level fields compared with an existing resource
     on_drift: str = WARN
     label: str = ""
+    # Fields compared strictly: an entry present on the resource but not requested is drift
+    # (other fields tolerate server-side defaults the API adds).
+    strict: tuple[str, ...] = ()
 
     @property
     def what(self) -> str:
@@ -126,11 +128,6 @@ def build_plan(spec: S.DeploymentSpec, facts: Facts | None = None) -> list[Step]
     c = spec.collector
     urls = resource_urls(spec)
     tag = S.collector_tag(spec.name)
-    if any(ipaddress.ip_network(x).version == 6 for x in spec.cidrs):
-        raise S.bad(
-            "--create-collector does not support IPv6 --cidr filters yet (a GCP firewall rule "
-            "cannot mix IPv4 and IPv6 ranges); use --collector-ilb with your own collector"
-        )
 
     steps.append(
         Step(
@@ -324,6 +321,7 @@ def _policy_step(spec: S.DeploymentSpec, collector_url: str) -> Step:
         ("network", "priority", "collectorIlb", "mirroredResources", "filter", "enable"),
         PATCH,
         "packet mirroring policy",
+        strict=("mirroredResources", "filter"),
     )
 
 
@@ -405,7 +403,7 @@ def drift(step: Step, existing: dict) -> list[str]:
             if not _empty(have):
                 out.append(f)
             continue
-        if not matches(want, have):
+        if not matches(want, have) or (f in step.strict and needs_clear(want, have)):
             out.append(f)
     return out
 

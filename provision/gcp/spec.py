@@ -382,6 +382,11 @@ def build_spec(
         spec.collector_ilb = forwarding_rule_url(project, region, collector_ilb)
         return spec
 
+    if any(ipaddress.ip_network(c).version == 6 for c in cidr_list):
+        raise bad(
+            "--create-collector does not support IPv6 --cidr filters yet (a GCP firewall rule "
+            "cannot mix IPv4 and IPv6 source ranges); use --collector-ilb with your own collector"
+        )
     if not image:
         raise bad("--create-collector needs --image (the appliance VM image, e.g. projects/P/global/images/family/mirror-appliance)")
     if not kafka_bootstrap:

@@ -1,0 +1,80 @@
+"""Fixtures for the GCP provisioning tests: a local Compute API and an offline guard."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fake_compute import FakeCompute  # noqa: E402
+
+PROJECT = "demo-proj"
+REGION = "us-central1"
+
+_LOCAL = {"127.0.0.1", "::1", "localhost"}
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    """Fail loudly if anything tries to reach a non-local address (e.g. real Google endpoints)."""
+    real_connect = socket.socket.connect
+    real_getaddrinfo = socket.getaddrinfo
+
+    def connect(self, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if isinstance(host, str) and host not in _LOCAL and self.family in (socket.AF_INET, socket.AF_INET6):
+            raise RuntimeError(f"test tried to reach the network: {address!r}")
+        return real_connect(self, address)
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host not in _LOCAL and host is not None:
+            raise RuntimeError(f"test tried to resolve {host!r}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    for var in ("CLOUDSDK_CORE_PROJECT", "GOOGLE_CLOUD_PROJECT", "CLOUDSDK_COMPUTE_REGION", "APPLIANCE_GCP_API_ENDPOINT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", "/nonexistent/credentials.json")
+    monkeypatch.setenv("APPLIANCE_GCP_POLL_INTERVAL", "0")
+
+
+@pytest.fixture
+def fake():
+    server = FakeCompute(PROJECT, REGION).seed_world().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def run(fake, capsys):
+    """Run the real `appliance` CLI against the local server; return (code, stdout, stderr)."""
+    from appliance.cli import main
+
+    def _run(*argv, endpoint=True):
+        args = list(argv)
+        if endpoint:
+            args += ["--api-endpoint", fake.endpoint]
+        capsys.readouterr()
+        code = main(args)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return _run
+
+
+def provision_args(*extra, name="demo", collector=True):
+    args = ["provision", "gcp", "--project", PROJECT, "--region", REGION, "--network", "prod-vpc", "--name", name]
+    if collector:
+        args += [
+            "--create-collector",
+            "--image", "projects/appliance-images/global/images/family/mirror-appliance",
+            "--kafka-bootstrap", "kafka-1.internal:9092,kafka-2.internal:9092",
+            "--min", "2", "--max", "5",
+            "--collector-subnet", "collectors",
+        ]
+    return args + list(extra)
