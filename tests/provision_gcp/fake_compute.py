@@ -221,7 +221,7 @@ class FakeCompute:
         self.faults.append(Fault(method.upper(), re.compile(pattern), status, err.body(), times, in_operation))
 
     def fail_operation(self, method: str, pattern: str, errors: list[dict], status: int = 403, status_message: str = "FORBIDDEN", times: int = 1):
-        body = {"errors": errors, "httpErrorStatusCode": status, "httpErrorMessage": status_message}
+        body = {"error": {"errors": errors}, "httpErrorStatusCode": status, "httpErrorMessage": status_message}
         self.faults.append(Fault(method.upper(), re.compile(pattern), status, body, times, True))
 
     def on(self, method: str, pattern: str, fn, times: int = 1):

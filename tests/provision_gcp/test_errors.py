@@ -1,0 +1,212 @@
+"""API error paths: 403 (permission named), quota, 404, 409, failed operations, timeouts."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import PROJECT, REGION, provision_args
+
+P = f"projects/{PROJECT}"
+R = f"{P}/regions/{REGION}"
+
+
+def error_line(err: str) -> str:
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert lines and lines[-1].startswith("appliance: error: "), err
+    assert sum(1 for line in lines if line.startswith("appliance: error:")) == 1
+    return lines[-1]
+
+
+def test_403_names_the_missing_permission_from_error_info(run, fake):
+    fake.granted = None
+    fake.fail(
+        "POST", r"/global/firewalls$", 403,
+        f"Required 'compute.firewalls.create' permission for '{P}/global/firewalls/demo-allow-health'", "forbidden",
+        details=[{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "IAM_PERMISSION_DENIED",
+                  "domain": "iam.googleapis.com", "metadata": {"permission": "compute.firewalls.create"}}],
+    )
+    code, out, err = run(*provision_args("--tag", "web"))
+    assert code == 3
+    line = error_line(err)
+    assert "permission denied while creating firewall rule demo-allow-health: missing IAM permission compute.firewalls.create" in line
+    assert "see provision/gcp/IAM.md" in line
+    assert fake.inserts()[-1].path.endswith("/global/firewalls")
+    assert len(fake.inserts()) == 1  # stopped at the first failure
+
+
+def test_403_permission_parsed_from_message_when_no_error_info(run, fake):
+    fake.granted = {"compute.networks.get", "compute.subnetworks.get", "compute.forwardingRules.get"}
+    fake.iam_error_info = False
+    code, _, err = run(*provision_args("--subnet", "app-a", "--collector-ilb", "ext-collector", collector=False))
+    assert code == 3
+    line = error_line(err)
+    assert "missing IAM permission compute.packetMirrorings.get" in line
+    assert f"Required 'compute.packetMirrorings.get' permission for '{R}/packetMirrorings/demo-pm'" in line
+
+
+def test_403_without_a_named_permission_says_which_one_the_call_needs(run, fake):
+    fake.fail("POST", r"/packetMirrorings$", 403, "The caller does not have permission", "forbidden")
+    code, _, err = run(*provision_args("--subnet", "app-a", "--collector-ilb", "ext-collector", collector=False))
+    assert code == 3
+    line = error_line(err)
+    assert "permission denied while creating packet mirroring policy demo-pm: The caller does not have permission" in line
+    assert "this call needs compute.packetMirrorings.create" in line
+
+
+def test_partial_grant_fails_at_the_first_missing_permission_and_rerun_resumes(run, fake):
+    import json
+    from pathlib import Path
+
+    perms = json.loads((Path(__file__).parents[2] / "provision/gcp/permissions.json").read_text())
+    full = set(perms["commands"]["provision_create_collector"])
+    fake.granted = full - {"compute.autoscalers.create"}
+    code, _, err = run(*provision_args("--subnet", "app-a"))
+    assert code == 3
+    assert "missing IAM permission compute.autoscalers.create" in error_line(err)
+    made = [c.body["name"] for c in fake.inserts() if c.status == 200]
+    assert made == ["demo-allow-health", "demo-allow-mirrored", "demo-hc", "demo-tmpl", "demo-mig"]
+
+    fake.granted = full
+    n = len(fake.calls)
+    code, out, err = run(*provision_args("--subnet", "app-a"))
+    assert code == 0, err
+    assert [c.body["name"] for c in fake.inserts() if fake.calls.index(c) >= n] == ["demo-as", "demo-bes", "demo-fr", "demo-pm"]
+    assert "4 created, 0 updated, 5 unchanged" in out
+
+
+def test_quota_exceeded_on_the_request(run, fake):
+    fake.fail("POST", r"/global/firewalls$", 403, "Quota 'FIREWALLS' exceeded.  Limit: 200.0 globally.", "quotaExceeded")
+    code, _, err = run(*provision_args("--tag", "web"))
+    assert code == 4
+    assert "quota exceeded while creating firewall rule demo-allow-health: Quota 'FIREWALLS' exceeded. Limit: 200.0 globally." in error_line(err)
+
+
+def test_quota_exceeded_reported_by_the_operation(run, fake):
+    fake.fail_operation(
+        "POST", r"/instanceGroupManagers$",
+        [{"code": "QUOTA_EXCEEDED", "message": "Quota 'INSTANCES' exceeded.  Limit: 24.0 in region us-central1.",
+          "errorDetails": [{"quotaInfo": {"metricName": "compute.googleapis.com/instances", "limitName": "INSTANCES-per-project-region",
+                                          "dimensions": {"region": "us-central1"}, "limit": 24}}]}],
+    )
+    code, _, err = run(*provision_args("--subnet", "app-a"))
+    assert code == 4
+    line = error_line(err)
+    assert "quota exceeded while creating managed instance group demo-mig: Quota 'INSTANCES' exceeded. Limit: 24.0 in region us-central1." in line
+    # the operation was accepted, polled through Operations.wait, and failed
+    mig = [c for c in fake.calls if c.method == "POST" and c.path.endswith("/instanceGroupManagers")][0]
+    after = fake.calls[fake.calls.index(mig) + 1 :]
+    assert [c.path.rsplit("/", 2)[-1] for c in after] == ["wait", "wait"]
+    assert fake.get(f"{R}/instanceGroupManagers/demo-mig") is None
+
+
+def test_rate_limit_is_a_quota_error(run, fake):
+    fake.fail("GET", r"/global/networks/", 429, "Rate Limit Exceeded", "rateLimitExceeded")
+    code, _, err = run(*provision_args("--tag", "web"))
+    assert code == 4
+    assert "quota exceeded while reading network" in error_line(err)
+
+
+def test_failed_operation_with_a_bad_value_is_exit_2(run, fake):
+    fake.fail_operation(
+        "POST", r"/instanceTemplates$",
+        [{"code": "INVALID_FIELD_VALUE", "message": "Invalid value for field 'resource.properties.machineType': 'e2-standard-2'. Machine type not found."}],
+        status=400, status_message="BAD REQUEST",
+    )
+    code, _, err = run(*provision_args("--subnet", "app-a"))
+    assert code == 2
+    assert "the Compute API rejected creating instance template demo-tmpl: Invalid value for field 'resource.properties.machineType'" in error_line(err)
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--network", "nope", "--tag", "web"], "network 'nope' not found in project demo-proj"),
+        (["--network", "prod-vpc", "--subnet", "ghost"], f"subnet {R}/subnetworks/ghost not found"),
+        (["--network", "prod-vpc", "--instance", f"{REGION}-c/ghost"], f"instance {P}/zones/{REGION}-c/instances/ghost not found"),
+    ],
+)
+def test_404_on_referenced_resources(run, fake, args, needle):
+    code, _, err = run("provision", "gcp", "--project", PROJECT, "--region", REGION, "--name", "demo",
+                       "--collector-ilb", "ext-collector", *args)
+    assert code == 5
+    assert needle in error_line(err)
+    assert fake.mutations() == []
+
+
+def test_subnet_in_another_network_is_refused(run, fake):
+    code, _, err = run(*provision_args("--subnet", "elsewhere", "--collector-ilb", "ext-collector", collector=False))
+    assert code == 2
+    assert f"subnet {R}/subnetworks/elsewhere belongs to network {P}/global/networks/other-vpc, not {P}/global/networks/prod-vpc" in error_line(err)
+
+
+@pytest.mark.parametrize(
+    "description, who",
+    [
+        ("created by hand for the IDS", "another tool or person"),
+        ("mirror-appliance:other collector health check (managed by `appliance provision gcp`)", "deployment 'other'"),
+    ],
+)
+def test_409_name_taken_by_a_resource_we_did_not_create(run, fake, description, who):
+    fake.seed(f"{R}/healthChecks/demo-hc", {"type": "TCP", "description": description})
+    code, _, err = run(*provision_args("--subnet", "app-a"))
+    assert code == 6
+    line = error_line(err)
+    assert f"health check demo-hc already exists in project demo-proj but was created by {who}, not deployment 'demo'" in line
+    assert fake.mutations() == []  # refused before creating anything
+    # the dry run shows the same conflict and exits 6 too
+    code, out, _ = run(*provision_args("--subnet", "app-a", "--dry-run"))
+    assert code == 6
+    assert "conflict  health check             demo-hc" in out
+
+
+def test_409_race_with_ourselves_is_fine(run, fake):
+    def create_first(f, call):  # another run of the same deployment wins the race
+        f.seed(f"{P}/global/firewalls/{call.body['name']}", dict(call.body))
+
+    fake.on("POST", r"/global/firewalls$", create_first)
+    code, out, err = run(*provision_args("--subnet", "app-a"))
+    assert code == 0, err
+    assert "firewall rule demo-allow-health appeared concurrently; keeping it" in err
+    assert [c.status for c in fake.inserts()][0] == 409
+    assert "8 created, 0 updated, 1 unchanged" in out
+
+
+def test_409_race_with_someone_else_is_a_conflict(run, fake):
+    def create_foreign(f, call):
+        f.seed(f"{P}/global/firewalls/{call.body['name']}", {"network": f"{P}/global/networks/prod-vpc", "description": "someone's rule"})
+
+    fake.on("POST", r"/global/firewalls$", create_foreign)
+    code, _, err = run(*provision_args("--subnet", "app-a"))
+    assert code == 6
+    assert "firewall rule demo-allow-health already exists in project demo-proj but was created by another tool or person" in error_line(err)
+
+
+def test_operation_timeout(run, fake):
+    fake.polls_before_done = 10_000
+    code, _, err = run(*provision_args("--subnet", "app-a", "--collector-ilb", "ext-collector", "--timeout", "0.3", collector=False))
+    assert code == 1
+    line = error_line(err)
+    assert "timed out after 0s waiting for creating packet mirroring policy demo-pm (operation operation-" in line
+    assert "re-running the command is safe" in line
+    assert "  ... creating packet mirroring policy demo-pm: RUNNING" in err
+
+
+def test_unreachable_endpoint(run, fake):
+    code, _, err = run(*provision_args("--tag", "web", "--collector-ilb", "ext-collector", "--api-endpoint", "http://127.0.0.1:9", collector=False), endpoint=False)
+    assert code == 1
+    assert "cannot reach the Compute API at http://127.0.0.1:9 while reading network" in error_line(err)
+
+
+def test_no_credentials_without_endpoint_fails_cleanly(run, fake):
+    # Default endpoint + no Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS
+    # points at a missing file): a one-line auth error, and nothing leaves the machine.
+    code, _, err = run(*provision_args("--tag", "web", "--collector-ilb", "ext-collector", collector=False), endpoint=False)
+    assert code == 3
+    assert "no Google Cloud credentials found" in error_line(err)
+
+
+def test_unexpected_server_error(run, fake):
+    fake.fail("GET", r"/global/networks/", 500, "Internal error. Please try again or contact Google Support.", "backendError", times=10)
+    code, _, err = run(*provision_args("--tag", "web", "--collector-ilb", "ext-collector", collector=False))
+    assert code == 1
+    assert f"reading network {P}/global/networks/prod-vpc failed: HTTP 500: Internal error." in error_line(err)
