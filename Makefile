@@ -10,7 +10,7 @@ PY     := $(VENV)/bin/python
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q -e '.[broker]'
 	touch $@
 
 $(VENV)/.full: pyproject.toml $(VENV)/.base

@@ -38,8 +38,20 @@ def register(sub) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="no summary on stderr")
     p.set_defaults(func=cmd_replay)
 
-    d = sub.add_parser("demo", help="replay the embedded sample traffic and print the pairs")
+    p.add_argument("--kafka", metavar="BOOTSTRAP",
+                   help="produce the pairs to Kafka at BOOTSTRAP (host:port,...) instead of JSONL; "
+                        "topic and producer settings come from the environment (see README)")
+    p.add_argument("--topic", help="Kafka topic (default akto.api.logs)")
+
+    d = sub.add_parser("demo", help="run the appliance on embedded sample traffic through a "
+                                    "local Kafka broker and print the pairs read back")
+    d.add_argument("--offline", action="store_true",
+                   help="skip Kafka: replay the sample capture and print the pairs")
     d.set_defaults(func=cmd_demo)
+
+    from appliance.runcmd import register as register_run
+
+    register_run(sub)
 
 
 def _size(text: str) -> int:
@@ -89,7 +101,7 @@ def cmd_replay(args) -> int:
                          idle_timeout=args.idle_timeout)
     pipeline = Pipeline(cfg)
     try:
-        sink = JsonlSink(args.jsonl)
+        sink = _kafka_sink(args) if args.kafka else JsonlSink(args.jsonl)
     except OSError as exc:
         raise CliError(str(exc)) from None
     started = time.perf_counter()
@@ -106,6 +118,39 @@ def cmd_replay(args) -> int:
     if not args.quiet:
         print(summary_line(pipeline.stats(), elapsed), file=sys.stderr)
     return status
+
+
+def _kafka_sink(args):
+    """A KafkaSink for replay, configured like `run` (environment + these flags)."""
+    from appliance.cli import CliError
+    from appliance.config import ConfigError, load_settings
+    from appliance.sinks.kafka import KafkaSink
+
+    try:
+        settings = load_settings({"kafka_brokers": args.kafka, "kafka_topic": args.topic})
+    except ConfigError as exc:
+        raise CliError(str(exc), 2) from None
+    spool = os.path.join(tempfile.gettempdir(), f"appliance-replay-spool-{os.getpid()}")
+    sink = KafkaSink(settings, spool)
+
+    class Flushing:
+        """replay is a batch job: wait for delivery at the end and fail loudly if not."""
+
+        def write(self, records):
+            sink.write(records)
+
+        def close(self):
+            sink.close(timeout=60)
+            st = sink.stats()
+            if st["spooled"] or st["dropped"]:
+                raise CliError(f"Kafka at {args.kafka} did not take every pair: {st['delivered']} "
+                               f"delivered, {st['spooled']} left in {spool}, {st['dropped']} dropped")
+            if sink.spool.bytes == 0:
+                import shutil
+
+                shutil.rmtree(spool, ignore_errors=True)
+
+    return Flushing()
 
 
 def summary_line(s: dict, elapsed: float) -> str:
@@ -147,7 +192,15 @@ def _progress_bar(args):
 
 
 def cmd_demo(args) -> int:
-    """Generate the embedded sample capture, replay it and print the pairs."""
+    """Run the embedded sample through the real runtime and a local broker."""
+    if args.offline:
+        return _demo_offline()
+    from appliance.demo import run_demo
+
+    return run_demo()
+
+
+def _demo_offline() -> int:
     import json
 
     from appliance.core.pipeline import Pipeline

@@ -26,6 +26,9 @@ LINKTYPE_LINUX_SLL = 113
 LINKTYPE_IPV4 = 228
 LINKTYPE_IPV6 = 229
 LINKTYPE_LINUX_SLL2 = 276
+# private: datagrams received on the VXLAN / GENEVE UDP socket (tunnel header first)
+LINKTYPE_VXLAN_PAYLOAD = 0x7FFF0001
+LINKTYPE_GENEVE_PAYLOAD = 0x7FFF0002
 SUPPORTED_LINKTYPES = {
     LINKTYPE_NULL: "BSD loopback",
     LINKTYPE_ETHERNET: "Ethernet",
@@ -167,6 +170,10 @@ class Decoder:
             if len(buf) < 20:
                 return self._bad("malformed_link")
             return self._ethertype(ts, buf, 20, _H.unpack_from(buf, 0)[0], 0, 0)
+        if linktype == LINKTYPE_VXLAN_PAYLOAD:  # UDP payload read from a socket on 4789
+            return self._vxlan(ts, buf, 0, len(buf), 0, 0)
+        if linktype == LINKTYPE_GENEVE_PAYLOAD:
+            return self._geneve(ts, buf, 0, len(buf), 0, 0)
         if linktype in (LINKTYPE_NULL, LINKTYPE_LOOP):
             if len(buf) < 4:
                 return self._bad("malformed_link")
@@ -308,22 +315,9 @@ class Decoder:
                 self._count("tunnel_too_deep")
                 return None
             if dport == self.vxlan_port:
-                if end - p < 8 or not buf[p] & 0x08:
-                    return self._bad("malformed_vxlan")
-                inner_vni = _I.unpack_from(buf, p + 4)[0] >> 8
-                return self._ether(ts, buf, p + 8, vni or inner_vni, depth + 1)
+                return self._vxlan(ts, buf, p, end, vni, depth)
             if dport == self.geneve_port:
-                if end - p < 8:
-                    return self._bad("malformed_geneve")
-                optlen = (buf[p] & 0x3F) << 2
-                ptype = _H.unpack_from(buf, p + 2)[0]
-                inner_vni = _I.unpack_from(buf, p + 4)[0] >> 8
-                q = p + 8 + optlen
-                if q > end:
-                    return self._bad("malformed_geneve")
-                if ptype == ETH_TEB:
-                    return self._ether(ts, buf, q, vni or inner_vni, depth + 1)
-                return self._ethertype(ts, buf, q, ptype, vni or inner_vni, depth + 1)
+                return self._geneve(ts, buf, p, end, vni, depth)
             if self.teredo:
                 if dport == TEREDO_PORT or sport == TEREDO_PORT:
                     return self._teredo(ts, buf, p, end, vni, depth)
@@ -341,6 +335,25 @@ class Decoder:
             return self._ip(ts, buf, off, end, vni, depth + 1)
         self._count("not_tcp")
         return None
+
+    def _vxlan(self, ts, buf, p, end, vni, depth):
+        if end - p < 8 or not buf[p] & 0x08:
+            return self._bad("malformed_vxlan")
+        inner_vni = _I.unpack_from(buf, p + 4)[0] >> 8
+        return self._ether(ts, buf, p + 8, vni or inner_vni, depth + 1)
+
+    def _geneve(self, ts, buf, p, end, vni, depth):
+        if end - p < 8:
+            return self._bad("malformed_geneve")
+        optlen = (buf[p] & 0x3F) << 2
+        ptype = _H.unpack_from(buf, p + 2)[0]
+        inner_vni = _I.unpack_from(buf, p + 4)[0] >> 8
+        q = p + 8 + optlen
+        if q > end:
+            return self._bad("malformed_geneve")
+        if ptype == ETH_TEB:
+            return self._ether(ts, buf, q, vni or inner_vni, depth + 1)
+        return self._ethertype(ts, buf, q, ptype, vni or inner_vni, depth + 1)
 
     def _teredo(self, ts, buf, p, end, vni, depth):
         # Optional authentication (0x0001) and origin indication (0x0000) headers.

@@ -38,6 +38,8 @@ class PipelineConfig:
     vxlan_port: int = 4789
     geneve_port: int = 6081
     sweep_interval: float = 1.0
+    pair_filter: object = None  # callable(req, resp, client_ip, server_ip) -> reason | None
+    ignored_ports: frozenset = frozenset()  # TCP ports whose packets are not reassembled
 
 
 def flow_hash(vni: int, a: bytes, ap: int, b: bytes, bp: int) -> int:
@@ -78,6 +80,8 @@ class Pipeline:
         self.evicted = {"idle": 0, "connection_limit": 0, "buffer_limit": 0}
         self.vni_stats: dict[int, list] = {}  # vni -> [packets, bytes, pairs]
         self.anomalies: dict[str, int] = {}  # record anomaly token -> count
+        self.drops: dict[str, int] = {}  # pairs or packets dropped on purpose, by reason
+        self._ignored = self.cfg.ignored_ports
         self.next_sweep = 0.0
         self.last_ts = 0.0
         self.last_buffered = 0  # buffered bytes at the last measurement
@@ -120,6 +124,9 @@ class Pipeline:
     def _tcp(self, ts: float, r, wire_len: int) -> None:
         vni, src, dst, sport, dport, seq, ack, flags, payload = r
         self.tcp_packets += 1
+        if self._ignored and (sport in self._ignored or dport in self._ignored):
+            self.drops["ignored_port"] = self.drops.get("ignored_port", 0) + 1
+            return
         vs = self.vni_stats.get(vni)
         if vs is None:
             vs = self.vni_stats[vni] = [0, 0, 0]
@@ -183,6 +190,11 @@ class Pipeline:
         if conn.client == 1:
             a, ap, b, bp = b, bp, a, ap
         cfg = self.cfg
+        if cfg.pair_filter is not None:
+            reason = cfg.pair_filter(req, resp, a, b)
+            if reason is not None:
+                self.drops[reason] = self.drops.get(reason, 0) + 1
+                return
         rec = build_record(req, resp, a, ap, b, bp, vni, cfg.source, cfg.account_id,
                            cfg.max_body)
         anomalies = rec.get("anomalies")
@@ -267,5 +279,6 @@ class Pipeline:
             "decode_errors": sum(v for k, v in self.anomalies.items() if k.endswith("decode_error")),
             "anomalies": dict(self.anomalies),
             "evicted": dict(self.evicted),
+            "drops": dict(self.drops),
             "decode": dict(d),
         }

@@ -1,0 +1,178 @@
+"""One worker process: capture source -> sans-IO pipeline -> sink, plus its statistics.
+
+The loop reads packets in batches, feeds the pipeline, hands finished pairs to the sink
+and, once a second, sweeps idle connections on the wall clock (when no packets arrive
+the pipeline sees no time pass), checks its memory and reports statistics to the
+supervisor.  On the stop event it closes the pipeline (pending pairs are emitted),
+then closes the sink (delivered or spooled): nothing received is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+
+from appliance.core.decode import LINKTYPE_GENEVE_PAYLOAD, LINKTYPE_VXLAN_PAYLOAD
+from appliance.core.pipeline import Pipeline, PipelineConfig
+
+log = logging.getLogger("appliance.worker")
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_bytes(pid: int | None = None) -> int:
+    try:
+        with open(f"/proc/{pid or 'self'}/statm") as f:
+            return int(f.read().split()[1]) * PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def pipeline_config(s) -> PipelineConfig:
+    from appliance.filters import PairFilter
+
+    return PipelineConfig(
+        source="MIRRORING", account_id=s.account_id, max_body=s.max_body,
+        idle_timeout=s.inactivity_secs, max_connections=max(1, s.max_active_conn // s.worker_count),
+        buffer_limit=max(1 << 20, (s.buffer_mb << 20) // s.worker_count),
+        vxlan_port=s.listen_addr[1], geneve_port=s.geneve_port,
+        pair_filter=PairFilter.from_settings(s), ignored_ports=s.ignored_ports)
+
+
+def make_sink(s, worker_id: int, jsonl: str | None):
+    from appliance.sinks.kafka import JsonlWriter, KafkaSink
+
+    if jsonl:
+        return JsonlWriter(jsonl if worker_id == 0 or jsonl == "-" else f"{jsonl}.{worker_id}")
+    return KafkaSink(s, os.path.join(s.spool_dir, f"worker-{worker_id}"))
+
+
+class Worker:
+    def __init__(self, settings, worker_id: int, stop, shed, report, jsonl: str | None = None):
+        self.s = settings
+        self.id = worker_id
+        self.stop = stop  # multiprocessing.Event
+        self.shed = shed  # multiprocessing.Value('i'): 1 = shed load now
+        self.report = report  # multiprocessing queue towards the supervisor
+        self.pipeline = Pipeline(pipeline_config(settings))
+        self.sink = make_sink(settings, worker_id, jsonl)
+        self.started = time.time()
+        self.shed_evictions = 0
+
+    # -- the loops ----------------------------------------------------------------------------
+    def run_udp(self, socks) -> None:
+        """socks: [(socket, linktype)] this worker reads."""
+        import select
+
+        feed = self.pipeline.feed
+        poller = select.poll()
+        by_fd = {}
+        for sock, lt in socks:
+            poller.register(sock.fileno(), select.POLLIN)
+            by_fd[sock.fileno()] = (sock, lt)
+        next_tick = time.monotonic() + 1.0
+        while not self.stop.is_set():
+            for fd, _ in poller.poll(200):
+                sock, lt = by_fd[fd]
+                recv = sock.recv
+                now = time.time()
+                for _ in range(512):
+                    try:
+                        data = recv(65535)
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    feed(now, lt, data)
+            self._drain()
+            if time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + 1.0
+                self._tick()
+        # drain what the kernel already queued for us, then finish
+        for sock, lt in socks:
+            while True:
+                try:
+                    data = sock.recv(65535)
+                except (BlockingIOError, InterruptedError, OSError):
+                    break
+                self.pipeline.feed(time.time(), lt, data)
+        self._finish()
+
+    def run_pcap(self, handle) -> None:
+        linktype = handle.datalink()
+        feed = self.pipeline.feed_batch
+        next_tick = time.monotonic() + 1.0
+        while not self.stop.is_set():
+            buf, meta = handle.next_batch(1024)
+            if meta:
+                feed(linktype, buf, meta)
+            self._drain()
+            if time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + 1.0
+                self._tick()
+        self._finish()
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _drain(self) -> None:
+        p = self.pipeline
+        if p.out:
+            self.sink.write(p.take())
+        else:
+            self.sink.poll()
+
+    def _tick(self) -> None:
+        p = self.pipeline
+        p.sweep(max(time.time(), p.last_ts))
+        if self.shed is not None and self.shed.value:
+            # memory pressure: give back the older half of the connections (pairs emitted)
+            n = len(p.conns) // 2
+            for _ in range(n):
+                key, conn = next(iter(p.conns.items()))
+                p._close(key, conn, p.last_ts)  # noqa: SLF001 - eviction is the pipeline's
+            self.shed_evictions += n
+            p.evicted["memory"] = p.evicted.get("memory", 0) + n
+        self._drain()
+        self.send_report()
+
+    def send_report(self) -> None:
+        p = self.pipeline
+        try:
+            self.report.put_nowait({
+                "id": self.id, "pid": os.getpid(), "time": time.time(),
+                "rss_bytes": rss_bytes(), "buffer_bytes": p.buffered(),
+                "stats": p.stats(), "vni": {str(k): v for k, v in p.vni_stats.items()},
+                "kafka": self.sink.stats(),
+            })
+        except Exception:  # a full queue only delays figures; never the capture
+            pass
+
+    def _finish(self) -> None:
+        self.pipeline.close()
+        self._drain()
+        self.sink.close()
+        self.send_report()
+
+
+def worker_main(settings, worker_id, stop, shed, report, source, jsonl) -> None:
+    """Entry point in the child process.  `source` is ("udp", [(socket, linktype)]) or
+    ("pcap", interface, bpf, fanout_group)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor coordinates shutdown
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    from appliance.logs import setup_logging
+
+    setup_logging(settings.log_level)
+    try:
+        w = Worker(settings, worker_id, stop, shed, report, jsonl)
+        if source[0] == "udp":
+            w.run_udp(source[1])
+        else:
+            from appliance.runtime.sources import open_live
+
+            handle = open_live(source[1], source[2], source[3])
+            w.run_pcap(handle)
+    except Exception as exc:  # reported once, in one line; the supervisor decides
+        log.error("worker %d failed: %s: %s", worker_id, type(exc).__name__, exc)
+        raise SystemExit(1) from None
+
+
+UDP_LINKTYPES = {"vxlan": LINKTYPE_VXLAN_PAYLOAD, "geneve": LINKTYPE_GENEVE_PAYLOAD}

@@ -1,0 +1,204 @@
+"""Kafka sink: Akto's topic and message, produced safely.
+
+- confluent-kafka producer with acks=all, idempotence and lz4; batching from
+  ``AKTO_TRAFFIC_BATCH_SIZE`` (messages) and ``AKTO_TRAFFIC_BATCH_TIME_SECS`` (linger).
+- Message **value**: the pair record as compact JSON (every value a string).  Message
+  **key**: ``client_ip:client_port>server_ip:server_port`` — every pair of one
+  connection lands on one partition, in order, and connections spread evenly.
+- A record larger than ``APPLIANCE_MAX_MESSAGE_BYTES`` (default 1,000,000, under
+  Kafka's default 1 MB limit) has its payloads shortened, largest first, and carries the
+  anomaly ``message_trimmed``.
+- Nothing is lost silently.  The producer's in-memory queue is bounded
+  (``APPLIANCE_QUEUE_MAX`` messages).  When it is full, or a delivery fails (broker
+  down past ``message.timeout.ms``), the message goes to the on-disk spool
+  (``APPLIANCE_SPOOL_DIR``, at most ``APPLIANCE_SPOOL_MAX_MB``).  While the spool holds
+  anything, new messages are appended behind it, and the spool is drained in order as
+  soon as the broker accepts messages again (one probe message at a time while it is
+  down).  Only beyond the spool cap are messages dropped, counted and logged at ERROR.
+  On shutdown, messages still queued are purged back to the spool, so a restart
+  delivers them (at-least-once: a message in flight at shutdown may arrive twice).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from appliance.core.record import encode
+
+log = logging.getLogger("appliance.kafka")
+
+TRIM_KEYS = ("responsePayload", "requestPayload", "responseHeaders", "requestHeaders")
+
+
+def fit(rec: dict, limit: int) -> bytes:
+    """Encode a record, shortening payloads until it fits in `limit` bytes."""
+    value = encode(rec)
+    if len(value) <= limit:
+        return value
+    rec = dict(rec)
+    over = len(value) - limit
+    for key in sorted(TRIM_KEYS, key=lambda k: -len(rec.get(k, ""))):
+        text = rec.get(key, "")
+        if not text:
+            continue
+        # JSON escaping can expand a character up to 6 bytes: cut generously
+        cut = min(len(text), over + 64)
+        rec[key] = text[: len(text) - cut] if key.endswith("Payload") else "{}"
+        anomalies = rec.get("anomalies", "")
+        if "message_trimmed" not in anomalies:
+            rec["anomalies"] = (anomalies + "," if anomalies else "") + "message_trimmed"
+        value = encode(rec)
+        if len(value) <= limit:
+            return value
+        over = len(value) - limit
+    return value
+
+
+def message_key(rec: dict) -> bytes:
+    return f"{rec['ip']}:{rec['srcPort']}>{rec['destIp']}:{rec['destPort']}".encode()
+
+
+class KafkaSink:
+    def __init__(self, settings, spool_dir: str, producer_factory=None):
+        from confluent_kafka import Producer
+
+        from appliance.sinks.spool import Spool
+
+        self.topic = settings.kafka_topic
+        self.max_message = settings.max_message_bytes
+        conf = settings.kafka_config()
+        conf["error_cb"] = self._on_error
+        conf["logger"] = logging.getLogger("appliance.librdkafka")
+        self.producer = (producer_factory or Producer)(conf)
+        self.queue_max = settings.queue_max
+        self.spool = Spool(spool_dir, settings.spool_max_mb << 20)
+        self.delivered = 0
+        self.failed = 0
+        self.produced = 0
+        self.state = "up"
+        self.last_probe = 0.0
+        self.last_drop_log = 0.0
+        self.brokers = settings.kafka_brokers
+        if len(self.spool):
+            self.state = "down"  # deliver what a previous run left, in order, first
+            log.warning("spool %s holds %d messages from an earlier run; draining them first",
+                        spool_dir, len(self.spool))
+
+    # -- callbacks (run inside poll/flush) ------------------------------------------------
+    def _on_error(self, err) -> None:
+        from confluent_kafka import KafkaError
+
+        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT,
+                          KafkaError._RESOLVE):
+            if self.state != "down":
+                log.warning("Kafka unreachable (%s); spooling to disk", err.str())
+            self.state = "down"
+        else:
+            log.warning("Kafka: %s", err.str())
+
+    def _on_delivery(self, err, msg) -> None:
+        if err is None:
+            self.delivered += 1
+            if self.state != "up":
+                log.warning("Kafka reachable again; draining %d spooled messages", len(self.spool))
+            self.state = "up"
+            return
+        self.failed += 1
+        self.state = "down"
+        self._to_spool(msg.key(), msg.value())
+
+    def _to_spool(self, key, value) -> None:
+        if not self.spool.append(key, value):
+            now = time.monotonic()
+            if now - self.last_drop_log > 5:
+                log.error("spool full (%d MB): %d pairs dropped so far", self.spool.max_bytes >> 20,
+                          self.spool.dropped)
+                self.last_drop_log = now
+
+    # -- writing ----------------------------------------------------------------------------
+    def write(self, records: list[dict]) -> None:
+        spool_first = len(self.spool) > 0
+        for rec in records:
+            value = fit(rec, self.max_message)
+            key = message_key(rec)
+            if spool_first:
+                self._to_spool(key, value)
+            else:
+                spool_first = not self._produce(key, value)
+        self.poll()
+
+    def _produce(self, key, value) -> bool:
+        try:
+            self.producer.produce(self.topic, value, key, on_delivery=self._on_delivery)
+            self.produced += 1
+            return True
+        except BufferError:
+            self._to_spool(key, value)
+            return False
+
+    def poll(self) -> None:
+        self.producer.poll(0)
+        if not len(self.spool):
+            return
+        if self.state == "up":
+            room = self.queue_max // 2 - len(self.producer)
+            if room > 0:
+                self.spool.flush()
+                for key, value in self.spool.read(min(room, 5000)):
+                    if not self._produce(key, value):
+                        break
+        else:
+            now = time.monotonic()
+            if now - self.last_probe >= 1.0 and len(self.producer) == 0:
+                # one message at a time tells us when the broker is back
+                self.last_probe = now
+                self.spool.flush()
+                for key, value in self.spool.read(1):
+                    self._produce(key, value)
+
+    def stats(self) -> dict:
+        return {"state": self.state, "brokers": self.brokers, "topic": self.topic,
+                "queued": len(self.producer), "spooled": len(self.spool),
+                "spool_bytes": self.spool.bytes, "delivered": self.delivered,
+                "failed": self.failed, "dropped": self.spool.dropped}
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Deliver what we can within `timeout`; spool the rest for the next start."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.poll()
+            if not len(self.spool) and not len(self.producer):
+                break
+            self.producer.flush(0.2)
+            if self.state == "down" and not len(self.producer):
+                break
+        if len(self.producer):
+            self.producer.purge(in_queue=True, in_flight=True)
+            self.producer.flush(1.0)  # serves the purge callbacks, which spool
+        self.spool.close()
+
+
+class JsonlWriter:
+    """The same interface as KafkaSink for `--jsonl`: used by replay and by `run`
+    when no broker is configured."""
+
+    def __init__(self, path: str):
+        from appliance.sinks.jsonl import JsonlSink
+
+        self.inner = JsonlSink(path)
+        self.state = "disabled"
+
+    def write(self, records):
+        self.inner.write(records)
+        self.inner.f.flush()
+
+    def poll(self):
+        pass
+
+    def stats(self) -> dict:
+        return {"state": "disabled", "brokers": "", "topic": "", "queued": 0, "spooled": 0,
+                "spool_bytes": 0, "delivered": self.inner.written, "failed": 0, "dropped": 0}
+
+    def close(self, timeout: float = 0):
+        self.inner.close()
