@@ -1,0 +1,91 @@
+"""The boot script that turns a plain instance of the appliance image into a running collector.
+
+One function, ``render_user_data``, serves both clouds (EC2 user data run by cloud-init, GCE
+``startup-script`` metadata run by the guest agent). It writes the runtime's environment file,
+installs a hardened systemd unit and (re)starts it. When the image gains an ``appliance boot``
+command that does this itself, pass ``command="boot"``: nothing else has to change.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from appliance_infra.config import ApplianceSettings
+
+ENV_FILE = "/etc/appliance/appliance.env"
+UNIT_NAME = "mirror-appliance.service"
+UNIT_FILE = f"/etc/systemd/system/{UNIT_NAME}"
+
+Mode = Literal["aws", "gcp"]
+
+
+def appliance_environment(settings: ApplianceSettings, mode: Mode) -> dict[str, str]:
+    """The variables the runtime reads (Akto's names where Akto has one)."""
+    env = {
+        "APPLIANCE_MODE": mode,
+        "AKTO_KAFKA_BROKER_MAL": settings.kafka_bootstrap_servers,
+        "APPLIANCE_KAFKA_TOPIC": settings.kafka_topic,
+        "AKTO_TRAFFIC_BATCH_SIZE": str(settings.batch_size),
+        "AKTO_TRAFFIC_BATCH_TIME_SECS": str(settings.batch_time_secs),
+    }
+    env.update(settings.extra_environment)
+    return env
+
+
+def render_env_file(env: dict[str, str]) -> str:
+    # systemd EnvironmentFile: a single-quoted value is taken literally up to the next quote.
+    # Config validation rejects quotes and newlines in values, so this cannot be broken out of.
+    return "".join(f"{key}='{value}'\n" for key, value in env.items())
+
+
+def render_unit(appliance_bin: str, command: str) -> str:
+    return f"""[Unit]
+Description=Mirror appliance: mirrored traffic -> HTTP pairs -> Kafka
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+Type=simple
+EnvironmentFile={ENV_FILE}
+ExecStart={appliance_bin} {command}
+Restart=always
+RestartSec=2
+DynamicUser=yes
+StateDirectory=appliance
+AmbientCapabilities=CAP_NET_RAW CAP_NET_ADMIN
+CapabilityBoundingSet=CAP_NET_RAW CAP_NET_ADMIN
+NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+LimitNOFILE=1048576
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def render_user_data(settings: ApplianceSettings, mode: Mode, command: Literal["run", "boot"] = "run") -> str:
+    """Shell script for EC2 user data / GCE startup-script. Idempotent: safe on every boot."""
+    if mode not in ("aws", "gcp"):
+        raise ValueError(f"mode must be 'aws' or 'gcp', got {mode!r}")
+    if command not in ("run", "boot"):
+        raise ValueError(f"command must be 'run' or 'boot', got {command!r}")
+    env_file = render_env_file(appliance_environment(settings, mode))
+    unit = render_unit(settings.appliance_bin, command)
+    return f"""#!/bin/bash
+# mirror-appliance bootstrap (rendered by infra/cdktf, mode={mode})
+set -euo pipefail
+umask 077
+install -d -m 0755 /etc/appliance
+cat > {ENV_FILE}.new <<'APPLIANCE_ENV'
+{env_file}APPLIANCE_ENV
+chmod 0600 {ENV_FILE}.new
+mv -f {ENV_FILE}.new {ENV_FILE}
+umask 022
+cat > {UNIT_FILE} <<'APPLIANCE_UNIT'
+{unit}APPLIANCE_UNIT
+systemctl daemon-reload
+systemctl enable {UNIT_NAME}
+systemctl restart {UNIT_NAME}
+"""
