@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from infra_helpers import example
 
 from appliance_infra.config import parse_config
+from appliance_infra import HEALTH_PORT, VXLAN_PORT
 from appliance_infra.user_data import (
     ENV_FILE,
     UNIT_FILE,
     appliance_environment,
+    render_env_file,
     render_unit,
     render_user_data,
 )
@@ -41,6 +46,38 @@ def test_environment_uses_the_runtime_variable_names(settings):
     assert env["AKTO_TRAFFIC_BATCH_TIME_SECS"] == "10"
     assert env["AKTO_MODULE_DISCOVERY_CONFIG"] == DISCOVERY
     assert appliance_environment(settings, "gcp")["APPLIANCE_MODE"] == "gcp"
+
+
+@pytest.mark.parametrize("mode", ["aws", "gcp"])
+def test_the_runtime_reads_the_environment_file_as_intended(settings, tmp_path, mode):
+    """Feed the written file to the real runtime's `appliance config --json`."""
+    appliance = Path(sys.executable).with_name("appliance")
+    if not appliance.exists():
+        pytest.skip("the appliance console script is not installed")
+    env_file = tmp_path / "appliance.env"
+    env_file.write_text(render_env_file(appliance_environment(settings, mode)))
+    proc = subprocess.run(
+        ["bash", "-c", f'set -a; . "{env_file}"; set +a; exec "{appliance}" config --json'],
+        env={"PATH": "/usr/bin:/bin"},  # nothing but the file
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    effective = json.loads(proc.stdout)
+    assert effective["APPLIANCE_MODE"] == mode
+    assert effective["AKTO_KAFKA_BROKER_MAL"] == settings.kafka_bootstrap_servers
+    assert effective["APPLIANCE_KAFKA_TOPIC"] == settings.kafka_topic
+    assert effective["AKTO_TRAFFIC_BATCH_SIZE"] == settings.batch_size
+    assert effective["AKTO_TRAFFIC_BATCH_TIME_SECS"] == settings.batch_time_secs
+    assert effective["AKTO_MODULE_DISCOVERY_CONFIG"] == DISCOVERY
+    # The ports the load balancers and security rules are built around are the runtime's.
+    assert effective["APPLIANCE_HTTP"] == f"0.0.0.0:{HEALTH_PORT}"
+    assert effective["APPLIANCE_LISTEN"] == f"0.0.0.0:{VXLAN_PORT}"
+    # The unit's StateDirectory is where the runtime keeps its spool and session map.
+    assert "StateDirectory=appliance\n" in render_unit(settings.appliance_bin, "run")
+    assert effective["APPLIANCE_SPOOL_DIR"].startswith("/var/lib/appliance/")
+    assert effective["APPLIANCE_SESSION_MAP"].startswith("/var/lib/appliance/")
 
 
 def test_script_starts_appliance_run_and_can_switch_to_boot(settings):

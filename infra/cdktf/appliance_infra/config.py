@@ -146,7 +146,7 @@ class ApplianceSettings(_Model):
     kafka_bootstrap_servers: Annotated[str, AfterValidator(_bootstrap)]
     kafka_topic: Annotated[str, AfterValidator(_matches(r"[A-Za-z0-9._-]{1,249}", "akto.api.logs"))] = "akto.api.logs"
     batch_size: int = Field(100, ge=1, le=1_000_000)
-    batch_time_secs: int = Field(10, ge=1, le=3600)
+    batch_time_secs: float = Field(10, ge=0, le=900)  # the runtime's own bounds
     extra_environment: dict[str, Annotated[str, AfterValidator(_single_line)]] = Field(default_factory=dict)
     appliance_bin: AbsolutePath = "/usr/local/bin/appliance"
 

@@ -26,7 +26,7 @@ def appliance_environment(settings: ApplianceSettings, mode: Mode) -> dict[str, 
         "AKTO_KAFKA_BROKER_MAL": settings.kafka_bootstrap_servers,
         "APPLIANCE_KAFKA_TOPIC": settings.kafka_topic,
         "AKTO_TRAFFIC_BATCH_SIZE": str(settings.batch_size),
-        "AKTO_TRAFFIC_BATCH_TIME_SECS": str(settings.batch_time_secs),
+        "AKTO_TRAFFIC_BATCH_TIME_SECS": f"{settings.batch_time_secs:g}",
     }
     env.update(settings.extra_environment)
     return env
