@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from gcp_helpers import offline  # noqa: F401 (fixture)
 
 ROOT = Path(__file__).parents[2]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import PROJECT, REGION, provision_args
+from gcp_helpers import PROJECT, REGION, provision_args, fake, offline, run  # noqa: F401 (fixtures)
 
 P = f"projects/{PROJECT}"
 R = f"{P}/regions/{REGION}"
@@ -210,3 +210,56 @@ def test_unexpected_server_error(run, fake):
     code, _, err = run(*provision_args("--tag", "web", "--collector-ilb", "ext-collector", collector=False))
     assert code == 1
     assert f"reading network {P}/global/networks/prod-vpc failed: HTTP 500: Internal error." in error_line(err)
+
+
+def test_operation_already_failed_when_returned(run, fake):
+    fake.polls_before_done = 0  # the insert's response is already DONE, with an error
+    fake.fail_operation(
+        "POST", r"/packetMirrorings$",
+        [{"code": "QUOTA_EXCEEDED", "message": "Quota 'PACKET_MIRRORINGS' exceeded.  Limit: 1.0 in region us-central1."}],
+    )
+    code, _, err = run(*provision_args("--tag", "web", "--collector-ilb", "ext-collector", collector=False))
+    assert code == 4
+    assert "quota exceeded while creating packet mirroring policy demo-pm: Quota 'PACKET_MIRRORINGS' exceeded." in error_line(err)
+    assert fake.op_polls() == []
+
+
+def test_library_builtin_poller_would_leave_the_configured_endpoint(fake):
+    """Why the provisioner waits with its own Operations client (see provision/gcp/compute.py).
+
+    PacketMirroringsClient.insert() returns an ExtendedOperation whose refresh uses an operations
+    client built without our client_options: it polls compute.googleapis.com, which the offline
+    guard refuses. Our path (insert_unary + Operations.wait on the same endpoint) stays local.
+    """
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import compute_v1
+
+    client = compute_v1.PacketMirroringsClient(
+        credentials=AnonymousCredentials(), transport="rest", client_options={"api_endpoint": fake.endpoint}
+    )
+    op = client.insert(
+        project=PROJECT, region=REGION,
+        packet_mirroring_resource=compute_v1.PacketMirroring(
+            name="lib-pm",
+            network=compute_v1.PacketMirroringNetworkInfo(url=f"projects/{PROJECT}/global/networks/prod-vpc"),
+            collector_ilb=compute_v1.PacketMirroringForwardingRuleInfo(url=f"projects/{PROJECT}/regions/{REGION}/forwardingRules/ext-collector"),
+        ),
+    )
+    with pytest.raises(RuntimeError, match="compute.googleapis.com"):
+        op.result(timeout=5)
+    assert fake.op_polls() == []
+
+    from provision.gcp.compute import Compute
+
+    api = Compute(PROJECT, REGION, fake.endpoint, poll_interval=0, progress=lambda msg: None)
+    raw = api.client("PacketMirroringsClient").insert_unary(
+        project=PROJECT, region=REGION,
+        packet_mirroring_resource=compute_v1.PacketMirroring(
+            name="our-pm",
+            network=compute_v1.PacketMirroringNetworkInfo(url=f"projects/{PROJECT}/global/networks/prod-vpc"),
+            collector_ilb=compute_v1.PacketMirroringForwardingRuleInfo(url=f"projects/{PROJECT}/regions/{REGION}/forwardingRules/ext-collector"),
+        ),
+    )
+    api.wait(raw, "creating packet mirroring policy our-pm", "region")
+    assert [c.path.rsplit("/", 1)[1] for c in fake.op_polls()] == ["wait", "wait"]
+    assert fake.get(f"projects/{PROJECT}/regions/{REGION}/packetMirrorings/our-pm") is not None

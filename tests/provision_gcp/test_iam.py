@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT, REGION, provision_args
+from gcp_helpers import PROJECT, REGION, provision_args, fake, offline, run  # noqa: F401 (fixtures)
 
 PERMS = json.loads((Path(__file__).parents[2] / "provision/gcp/permissions.json").read_text())
 LOC = ("--project", PROJECT, "--region", REGION)

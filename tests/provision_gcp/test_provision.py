@@ -6,7 +6,7 @@ import copy
 import json
 
 import pytest
-from conftest import PROJECT, REGION, provision_args
+from gcp_helpers import PROJECT, REGION, provision_args, fake, offline, run  # noqa: F401 (fixtures)
 
 P = f"projects/{PROJECT}"
 R = f"{P}/regions/{REGION}"

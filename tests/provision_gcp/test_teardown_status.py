@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 
-from conftest import PROJECT, REGION, provision_args
+from gcp_helpers import PROJECT, REGION, provision_args, fake, offline, run  # noqa: F401 (fixtures)
 
 P = f"projects/{PROJECT}"
 R = f"{P}/regions/{REGION}"

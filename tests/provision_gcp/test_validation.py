@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import PROJECT, REGION, provision_args
+from gcp_helpers import PROJECT, REGION, provision_args, fake, offline, run  # noqa: F401 (fixtures)
 
 
 def one_line_error(err: str) -> str:

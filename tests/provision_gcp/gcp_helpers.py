@@ -1,16 +1,16 @@
-"""Fixtures for the GCP provisioning tests: a local Compute API and an offline guard."""
+"""Fixtures, constants and argument builders for the GCP provisioning tests.
+
+No conftest.py here on purpose: several test folders of this repository import helpers with
+`from conftest import ...`, which breaks when more than one folder's conftest is loaded. Test
+modules import the fixtures they use from this module instead.
+"""
 
 from __future__ import annotations
 
 import socket
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from fake_compute import FakeCompute  # noqa: E402
+from fake_compute import FakeCompute
 
 PROJECT = "demo-proj"
 REGION = "us-central1"
@@ -65,6 +65,7 @@ def run(fake, capsys):
         return code, out, err
 
     return _run
+
 
 
 def provision_args(*extra, name="demo", collector=True):
