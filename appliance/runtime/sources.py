@@ -25,6 +25,9 @@ SO_ATTACH_REUSEPORT_CBPF = 51
 SO_RCVBUFFORCE = 33
 
 
+_MIX = 0x9E3779B1  # Fibonacci hashing multiplier
+
+
 def _ins(code, jt, jf, k):
     return struct.pack("HBBI", code, jt, jf, k & 0xFFFFFFFF)
 
@@ -33,7 +36,7 @@ def vxlan_shard_program(n: int) -> bytes:
     """cBPF run on the UDP payload (VXLAN header at offset 0, inner Ethernet at 8)."""
     p = [
         _ins(0x28, 0, 0, 20),        # 0  ldh [20]            inner ethertype
-        _ins(0x15, 0, 23, 0x0800),   # 1  jeq IPv4 ? next : ret 0
+        _ins(0x15, 0, 24, 0x0800),   # 1  jeq IPv4 ? next : ret 0
         _ins(0x20, 0, 0, 34),        # 2  ld [34]             inner src
         _ins(0x07, 0, 0, 0),         # 3  tax
         _ins(0x20, 0, 0, 38),        # 4  ld [38]             inner dst
@@ -54,10 +57,11 @@ def vxlan_shard_program(n: int) -> bytes:
         _ins(0x74, 0, 0, 16),        # 19 rsh #16
         _ins(0x61, 0, 0, 0),         # 20 ldx M[0]
         _ins(0xAC, 0, 0, 0),         # 21 xor x
-        _ins(0x54, 0, 0, 0xFFFF),    # 22 and #0xffff
-        _ins(0x94, 0, 0, n),         # 23 mod #n
-        _ins(0x16, 0, 0, 0),         # 24 ret a
-        _ins(0x06, 0, 0, 0),         # 25 ret #0
+        _ins(0x24, 0, 0, _MIX),      # 22 mul #golden         mix the bits
+        _ins(0x74, 0, 0, 16),        # 23 rsh #16
+        _ins(0x94, 0, 0, n),         # 24 mod #n
+        _ins(0x16, 0, 0, 0),         # 25 ret a
+        _ins(0x06, 0, 0, 0),         # 26 ret #0
     ]
     return b"".join(p)
 
@@ -71,7 +75,8 @@ def shard_of(vxlan_payload: bytes, n: int) -> int:
     if not struct.unpack_from("!H", b, 28)[0] & 0x3FFF:
         ihl = (b[22] & 0xF) * 4
         a ^= struct.unpack_from("!H", b, 22 + ihl)[0] ^ struct.unpack_from("!H", b, 24 + ihl)[0]
-    return ((a ^ (a >> 16)) & 0xFFFF) % n
+    a ^= a >> 16
+    return (((a * _MIX) & 0xFFFFFFFF) >> 16) % n
 
 
 def attach_shard_program(sock: socket.socket, n: int) -> None:

@@ -70,7 +70,16 @@ class KafkaSink:
         conf = settings.kafka_config()
         conf["error_cb"] = self._on_error
         conf["logger"] = logging.getLogger("appliance.librdkafka")
-        self.producer = (producer_factory or Producer)(conf)
+        self.conf = conf
+        self.factory = producer_factory or Producer
+        self.producer = self.factory(conf)
+        # no delivery at all for this long while messages wait means the producer is
+        # wedged (e.g. an idempotent producer the broker no longer knows after it lost its
+        # state): hand its messages to the spool and start a fresh producer
+        self.stall_secs = settings.batch_time_secs + 10.0
+        self.last_progress = time.monotonic()
+        self.resets = 0
+        self.need_reset = False
         self.queue_max = settings.queue_max
         self.spool = Spool(spool_dir, settings.spool_max_mb << 20)
         self.delivered = 0
@@ -89,6 +98,10 @@ class KafkaSink:
     def _on_error(self, err) -> None:
         from confluent_kafka import KafkaError
 
+        if err.fatal():
+            log.error("Kafka producer fatal error (%s); it will be recreated", err.str())
+            self.need_reset = True
+            return
         if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT,
                           KafkaError._RESOLVE):
             if self.state != "down":
@@ -100,6 +113,7 @@ class KafkaSink:
     def _on_delivery(self, err, msg) -> None:
         if err is None:
             self.delivered += 1
+            self.last_progress = time.monotonic()
             if self.state != "up":
                 log.warning("Kafka reachable again; draining %d spooled messages", len(self.spool))
             self.state = "up"
@@ -138,7 +152,13 @@ class KafkaSink:
             return False
 
     def poll(self) -> None:
-        self.producer.poll(0)
+        producer = self.producer
+        producer.poll(0)
+        now = time.monotonic()
+        if not len(producer):
+            self.last_progress = now
+        elif self.need_reset or now - self.last_progress > self.stall_secs:
+            self._reset_producer()
         if not len(self.spool):
             return
         if self.state == "up":
@@ -156,6 +176,18 @@ class KafkaSink:
                 self.spool.flush()
                 for key, value in self.spool.read(1):
                     self._produce(key, value)
+
+    def _reset_producer(self) -> None:
+        reason = "fatal error" if self.need_reset else f"no delivery for {self.stall_secs:.0f}s"
+        log.warning("recreating the Kafka producer (%s); %d queued messages go to the spool",
+                    reason, len(self.producer))
+        self.producer.purge(in_queue=True, in_flight=True)
+        self.producer.flush(1.0)  # serves the purge callbacks, which spool
+        self.producer = self.factory(self.conf)
+        self.resets += 1
+        self.need_reset = False
+        self.state = "down"
+        self.last_progress = time.monotonic()
 
     def stats(self) -> dict:
         return {"state": self.state, "brokers": self.brokers, "topic": self.topic,
@@ -195,6 +227,18 @@ class JsonlWriter:
 
     def poll(self):
         pass
+
+    def _reset_producer(self) -> None:
+        reason = "fatal error" if self.need_reset else f"no delivery for {self.stall_secs:.0f}s"
+        log.warning("recreating the Kafka producer (%s); %d queued messages go to the spool",
+                    reason, len(self.producer))
+        self.producer.purge(in_queue=True, in_flight=True)
+        self.producer.flush(1.0)  # serves the purge callbacks, which spool
+        self.producer = self.factory(self.conf)
+        self.resets += 1
+        self.need_reset = False
+        self.state = "down"
+        self.last_progress = time.monotonic()
 
     def stats(self) -> dict:
         return {"state": "disabled", "brokers": "", "topic": "", "queued": 0, "spooled": 0,

@@ -1,0 +1,102 @@
+"""Real parts for runtime tests: a Tansu broker, the appliance as a subprocess."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from appliance.broker import LocalBroker, consume_all, free_port
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = LocalBroker(log_path=str(tmp_path / "tansu.log"))
+    b.start()
+    yield b
+    b.stop()
+
+
+class Appliance:
+    def __init__(self, tmp_path, args, env=None):
+        self.udp = free_port(socket.SOCK_DGRAM)
+        self.http_port = free_port()
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        self.log = tmp_path / "appliance.log"
+        self.spool = tmp_path / "spool"
+        cmd = [sys.executable, "-m", "appliance", "run", "--http", f"127.0.0.1:{self.http_port}",
+               "--spool-dir", str(self.spool), *args]
+        if "--listen" not in args and "gcp" not in args:
+            cmd += ["--listen", f"127.0.0.1:{self.udp}"]
+        full_env = {k: v for k, v in os.environ.items()
+                    if not k.startswith(("AKTO_", "TRAFFIC_", "APPLIANCE_", "CAPTURE_ALL"))}
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(self.log, "wb"),
+                                     cwd=ROOT, env=full_env)
+
+    def wait_healthy(self, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError("appliance never healthy: " + self.log.read_text())
+
+    def get(self, path):
+        with urllib.request.urlopen(self.url + path, timeout=3) as r:
+            return r.status, r.read()
+
+    def status(self):
+        return json.loads(self.get("/status")[1])
+
+    def wait_status(self, predicate, timeout=20):
+        deadline = time.time() + timeout
+        st = self.status()
+        while not predicate(st):
+            assert time.time() < deadline, json.dumps(st)[:2000]
+            time.sleep(0.25)
+            st = self.status()
+        return st
+
+    def terminate(self, timeout=60):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def appliance(tmp_path):
+    started = []
+
+    def start(args, env=None, healthy=True):
+        a = Appliance(tmp_path, args, env)
+        started.append(a)
+        return a.wait_healthy() if healthy else a
+
+    yield start
+    for a in started:
+        a.kill()
+
+
+def records(msgs):
+    return [json.loads(m.value()) for m in msgs]
+
+
+__all__ = ["consume_all", "records"]

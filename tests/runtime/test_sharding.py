@@ -1,0 +1,52 @@
+"""Worker sharding: the kernel picks the socket with our cBPF program, symmetrically."""
+
+import time
+
+from appliance import synth
+from appliance.runtime.sources import shard_of, udp_sockets
+from traffic import connections
+
+
+def _drain(sock):
+    out = []
+    while True:
+        try:
+            out.append(sock.recv(65535))
+        except BlockingIOError:
+            return out
+
+
+def test_kernel_choice_matches_symmetric_hash():
+    import socket
+
+    n = 3
+    socks = udp_sockets("127.0.0.1", 0, 1)  # find a free port
+    port = socks[0].getsockname()[1]
+    socks[0].close()
+    socks = udp_sockets("127.0.0.1", port, n)
+    try:
+        frames, _ = connections(60, exchanges=1)
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sent = [synth.vxlan(f, 3) for _, f in frames]
+        for d in sent:
+            tx.sendto(d, ("127.0.0.1", port))
+        tx.close()
+        time.sleep(0.3)
+        got = [_drain(s) for s in socks]
+        assert sum(map(len, got)) == len(sent)
+        for i, datagrams in enumerate(got):
+            assert datagrams, f"socket {i} got nothing: sharding is not spreading"
+            assert all(shard_of(d, n) == i for d in datagrams)
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_both_directions_share_a_shard_and_fragments_hash_on_addresses():
+    c = synth.Conversation(client="192.0.2.7", server="198.51.100.9", cport=51000, sport=443)
+    c.handshake().exchange(synth.http_request("GET", "/"), synth.http_response(200, b"x"))
+    shards = {shard_of(synth.vxlan(f, 1), 7) for _, f in c.frames}
+    assert len(shards) == 1
+    frag = synth.fragment_ipv4("192.0.2.7", "198.51.100.9", 6, b"z" * 64, 16, ident=3)
+    fs = {shard_of(synth.vxlan(synth.ethernet(f, 0x0800), 1), 7) for f in frag}
+    assert len(frag) == 4 and len(fs) == 1
