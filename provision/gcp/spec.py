@@ -412,8 +412,11 @@ def build_spec(
     else:
         raise bad("--create-collector needs --collector-subnet (the subnet for the load balancer address and collector VMs) when no --subnet is mirrored")
     env = parse_env_pairs(list(appliance_env))
-    if "AKTO_KAFKA_BROKER_MAL" in env:
-        raise bad("set the Kafka bootstrap servers with --kafka-bootstrap, not --appliance-env AKTO_KAFKA_BROKER_MAL")
+    for key, flag in (("AKTO_KAFKA_BROKER_MAL", "--kafka-bootstrap"), ("AKTO_KAFKA_BROKER_URL", "--kafka-bootstrap"),
+                      ("APPLIANCE_HTTP", "--health-port"), ("APPLIANCE_MODE", None)):
+        if key in env:
+            how = f"set it with {flag}" if flag else "collectors always run in gcp mode"
+            raise bad(f"--appliance-env {key} is managed by the provisioner: {how}")
     spec.collector = CollectorSpec(
         image=image_url(project, image),
         machine_type=machine_type,
@@ -435,6 +438,8 @@ def appliance_config(spec: DeploymentSpec) -> dict[str, str]:
     assert c is not None
     cfg = {
         "AKTO_KAFKA_BROKER_MAL": c.kafka_bootstrap,
+        "APPLIANCE_HTTP": f"0.0.0.0:{c.health_port}",  # serves /healthz for the health check
+        "APPLIANCE_MODE": "gcp",
         "CAPTURE_ALL": "true",
     }
     cfg.update(c.appliance_env)

@@ -74,6 +74,8 @@ def test_create_collector_sends_expected_bodies_in_dependency_order(run, fake):
     meta = {i["key"]: i["value"] for i in props["metadata"]["items"]}
     assert json.loads(meta["appliance-config"]) == {
         "AKTO_KAFKA_BROKER_MAL": "kafka-1.internal:9092,kafka-2.internal:9092",
+        "APPLIANCE_HTTP": "0.0.0.0:8000",
+        "APPLIANCE_MODE": "gcp",
         "CAPTURE_ALL": "true",
     }
     assert meta["appliance-mode"] == "gcp"
@@ -222,6 +224,8 @@ def test_service_account_health_port_and_extra_env(run, fake):
         "AKTO_KAFKA_BROKER_MAL": "kafka-1.internal:9092,kafka-2.internal:9092",
         "AKTO_LOG_LEVEL": "INFO",
         "AKTO_TRAFFIC_BATCH_SIZE": "100",
+        "APPLIANCE_HTTP": "0.0.0.0:9100",
+        "APPLIANCE_MODE": "gcp",
         "CAPTURE_ALL": "true",
     }
     assert meta["appliance-health-port"] == "9100"

@@ -44,7 +44,9 @@ CASES = [
     (["--tag", "web", "--health-port", "70000"], True, "invalid --health-port 70000"),
     (["--tag", "web", "--target-cpu", "1.5"], True, "invalid --target-cpu 1.5"),
     (["--tag", "web", "--appliance-env", "lower=1"], True, "invalid --appliance-env 'lower=1'"),
-    (["--tag", "web", "--appliance-env", "AKTO_KAFKA_BROKER_MAL=x:1"], True, "set the Kafka bootstrap servers with --kafka-bootstrap"),
+    (["--tag", "web", "--appliance-env", "AKTO_KAFKA_BROKER_MAL=x:1"], True, "--appliance-env AKTO_KAFKA_BROKER_MAL is managed by the provisioner: set it with --kafka-bootstrap"),
+    (["--tag", "web", "--appliance-env", "APPLIANCE_HTTP=0.0.0.0:1"], True, "--appliance-env APPLIANCE_HTTP is managed by the provisioner: set it with --health-port"),
+    (["--tag", "web", "--appliance-env", "APPLIANCE_MODE=aws"], True, "--appliance-env APPLIANCE_MODE is managed by the provisioner: collectors always run in gcp mode"),
     (["--tag", "web", "--cidr", "2001:db8::/32"], True, "--create-collector does not support IPv6 --cidr filters yet"),
     (["--tag", "web", "--kafka-bootstrap", "kafka"], True, "invalid --kafka-bootstrap 'kafka': expected HOST:PORT"),
 ]
