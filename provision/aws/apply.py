@@ -1,0 +1,110 @@
+"""Execute a plan. Per-ENI failures are recorded and the run continues; permission problems
+and failures to create the target or filter stop it (nothing after them can succeed)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from provision.aws.errors import EXIT_OK, EXIT_PARTIAL, AwsFailure, aws_errors
+from provision.aws.planner import NEW_FILTER, NEW_TARGET, Item, Plan
+
+
+@dataclass
+class ApplyResult:
+    plan: Plan
+    aborted: AwsFailure | None = None
+
+    @property
+    def failed(self) -> list[Item]:
+        return [i for i in self.plan.items if i.status == "failed"]
+
+    @property
+    def exit_code(self) -> int:
+        if self.aborted is not None:
+            return self.aborted.exit_code
+        if any(i.status in ("failed", "blocked") for i in self.plan.items):
+            return EXIT_PARTIAL
+        return EXIT_OK
+
+    def live_sessions(self) -> list[dict]:
+        """Sessions of the deployment that exist after the run (for the session map)."""
+        out = []
+        for item in self.plan.items:
+            if item.kind != "session" or not item.info or item.action == "delete":
+                continue
+            if item.action == "create" and item.status != "ok":
+                continue
+            out.append(dict(item.info, session_id=item.id))
+        return out
+
+
+def _resolve(params: dict, ctx: dict) -> dict:
+    out = dict(params)
+    for key, value in params.items():
+        if value == NEW_TARGET:
+            out[key] = ctx["target"]
+        elif value == NEW_FILTER:
+            out[key] = ctx["filter"]
+    return out
+
+
+def _run(ec2, item: Item, ctx: dict) -> None:
+    params = _resolve(item.params, ctx)
+    with aws_errors():
+        if item.op == "create_target":
+            resp = ec2.create_traffic_mirror_target(**params)
+            item.id = ctx["target"] = resp["TrafficMirrorTarget"]["TrafficMirrorTargetId"]
+        elif item.op == "create_filter":
+            resp = ec2.create_traffic_mirror_filter(**params)
+            item.id = ctx["filter"] = resp["TrafficMirrorFilter"]["TrafficMirrorFilterId"]
+        elif item.op == "create_rule":
+            rule = params["rule"]
+            resp = ec2.create_traffic_mirror_filter_rule(**rule.create_params(ctx["filter"]))
+            item.id = resp["TrafficMirrorFilterRule"]["TrafficMirrorFilterRuleId"]
+        elif item.op == "delete_rule":
+            ec2.delete_traffic_mirror_filter_rule(**params)
+        elif item.op == "delete_filter":
+            ec2.delete_traffic_mirror_filter(**params)
+        elif item.op == "delete_target":
+            ec2.delete_traffic_mirror_target(**params)
+        elif item.op == "create_session":
+            resp = ec2.create_traffic_mirror_session(**params)
+            item.id = resp["TrafficMirrorSession"]["TrafficMirrorSessionId"]
+            item.info["session_id"] = item.id
+        elif item.op == "modify_session":
+            ec2.modify_traffic_mirror_session(**params)
+        elif item.op == "delete_session":
+            ec2.delete_traffic_mirror_session(**params)
+        else:  # pragma: no cover - planner bug
+            raise ValueError(f"unknown operation {item.op}")
+
+
+def apply_plan(plan: Plan, ec2, progress=None) -> ApplyResult:
+    """Run every item with an ``op`` in plan order, recording status and errors on the items."""
+    ctx = {"target": plan.target_id, "filter": plan.filter_id}
+    result = ApplyResult(plan)
+    failed_sessions: set[str] = set()
+    for item in plan.items:
+        if item.op is None:
+            continue
+        if result.aborted is not None:
+            item.status = "not-run"
+            continue
+        blockers = [d for d in item.depends if d in failed_sessions]
+        if blockers:
+            item.status = "blocked"
+            item.error = f"still in use: session {', '.join(blockers)} could not be changed"
+            continue
+        try:
+            _run(ec2, item, ctx)
+            item.status = "ok"
+        except AwsFailure as exc:
+            item.status = "failed"
+            item.error = str(exc)
+            if item.kind == "session" and item.id:
+                failed_sessions.add(item.id)
+            if exc.fatal or item.op in ("create_target", "create_filter"):
+                result.aborted = exc
+        if progress is not None:
+            progress(item)
+    return result
