@@ -99,12 +99,22 @@ class Worker:
         self._finish()
 
     def run_pcap(self, handle) -> None:
+        import select
+
         linktype = handle.datalink()
         feed = self.pipeline.feed_batch
+        # libpcap's read timeout does not fire on Linux TPACKET_V3 while no packet
+        # arrives, so wait on the descriptor ourselves and read without blocking
+        handle.setnonblock(1)
+        poller = select.poll()
+        poller.register(handle.getfd(), select.POLLIN)
         next_tick = time.monotonic() + 1.0
         while not self.stop.is_set():
-            buf, meta = handle.next_batch(1024)
-            if meta:
+            poller.poll(200)
+            for _ in range(64):  # bounded, so ticks (sweeps, reports) keep happening
+                buf, meta = handle.next_batch(1024)
+                if not meta:
+                    break
                 feed(linktype, buf, meta)
             self._drain()
             if time.monotonic() >= next_tick:
