@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from appliance.broker import LocalBroker, consume_all, free_port
+from appliance.broker import LocalBroker, free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -94,9 +94,3 @@ def appliance(tmp_path):
     for a in started:
         a.kill()
 
-
-def records(msgs):
-    return [json.loads(m.value()) for m in msgs]
-
-
-__all__ = ["consume_all", "records"]

@@ -3,7 +3,7 @@
 import time
 
 from appliance.demo import send_vxlan
-from conftest import consume_all, records
+from rt_helpers import consume_all, records
 from traffic import connections, key
 
 

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from conftest import consume_all, records
+from rt_helpers import consume_all, records
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"),
                                 reason="needs root and iproute2 for network namespaces")

@@ -1,7 +1,7 @@
 """Broker outage: stop the broker mid-stream, restart it, and lose nothing."""
 
 from appliance.demo import send_vxlan
-from conftest import consume_all, records
+from rt_helpers import consume_all, records
 from traffic import connections, key
 
 

@@ -3,7 +3,7 @@ ceiling sheds load first and exits with its own code only as a last resort."""
 
 from appliance import synth
 from appliance.demo import send_vxlan
-from conftest import consume_all, records
+from rt_helpers import consume_all, records
 
 
 def open_connections(n, net="10.66", body=0):
