@@ -68,7 +68,7 @@ def gcp_full_raw() -> dict:
         mirrored_instances=["europe-west1-b/api-1", "projects/other/zones/europe-west1-c/instances/api-2"],
         mirror_ip_protocols=["tcp", "udp"],
         mirror_cidr_ranges=["10.20.0.0/16"],
-        zones=["europe-west1-b", "europe-west1-c", "europe-west1-d", "europe-west1-e"],
+        zones=["europe-west1-b", "europe-west1-c", "europe-west1-d"],
         disk_kms_key_self_link="projects/kms-proj/locations/europe-west1/keyRings/ring/cryptoKeys/disk",
         service_account_roles=["roles/logging.logWriter", "roles/monitoring.metricWriter"],
         backend={"bucket": "platform-tf-state"},

@@ -8,10 +8,13 @@ import json
 import pytest
 from infra_helpers import Synth
 
-from appliance_infra.aws_stack import SSM_CHANNEL_ACTIONS
 from appliance_infra.user_data import render_user_data
 
-T = pytest.importorskip("cdktn", reason="the infra extra is not installed").Testing
+pytest.importorskip("cdktn_provider_aws", reason="the infra extra is not installed")
+
+from cdktn import Testing as T  # noqa: E402
+
+from appliance_infra.aws_stack import SSM_CHANNEL_ACTIONS  # noqa: E402
 
 AWS_STACKS = ["appliance-aws", "aws-minimal", "aws-full"]
 WORLD = {"0.0.0.0/0", "::/0"}

@@ -5,10 +5,13 @@ from __future__ import annotations
 import pytest
 from infra_helpers import Synth
 
-from appliance_infra.gcp_stack import GOOGLE_HEALTH_CHECK_RANGES
 from appliance_infra.user_data import render_user_data
 
-T = pytest.importorskip("cdktn", reason="the infra extra is not installed").Testing
+pytest.importorskip("cdktn_provider_google", reason="the infra extra is not installed")
+
+from cdktn import Testing as T  # noqa: E402
+
+from appliance_infra.gcp_stack import GOOGLE_HEALTH_CHECK_RANGES  # noqa: E402
 
 GCP_STACKS = ["appliance-gcp", "gcp-full"]
 WORLD = {"0.0.0.0/0", "::/0"}
@@ -140,6 +143,7 @@ def test_regional_mig_with_autohealing(gcp):
         "initial_delay_sec": 180,
     }
     assert mig["update_policy"]["max_unavailable_fixed"] == 0
+    assert mig["update_policy"]["max_surge_fixed"] == 4  # >= the zone count of any region
     assert "target_size" not in mig  # the autoscaler owns the size
 
 
@@ -165,7 +169,7 @@ def test_autoscaler(gcp, synthesized):
     )
     full_mig = synthesized["gcp-full"].one("google_compute_region_instance_group_manager")
     assert full_mig["distribution_policy_zones"] == synthesized["gcp-full"].cfg.zones
-    assert full_mig["update_policy"]["max_surge_fixed"] == 4
+    assert full_mig["update_policy"]["max_surge_fixed"] == 3  # one per listed zone
 
 
 def test_health_check_is_http_healthz_8000(gcp):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from infra_helpers import CDKTF_DIR
 
 from appliance_infra import TARGET_VERSIONS
@@ -32,6 +33,9 @@ def test_cdktf_json_declares_a_python_app_with_prebuilt_providers():
 
 
 def test_generated_output_is_ignored_by_git():
+    inside = subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=CDKTF_DIR, capture_output=True)
+    if inside.returncode != 0:
+        pytest.skip("not a git work tree")
     proc = subprocess.run(
         ["git", "check-ignore", "-v", "cdktf.out/manifest.json", ".gen/x", "terraform.appliance-aws.tfstate"],
         cwd=CDKTF_DIR,

@@ -55,6 +55,7 @@ from appliance_infra.user_data import render_user_data
 
 # Source ranges of Google Cloud health check probes (and of internal passthrough LB probes).
 GOOGLE_HEALTH_CHECK_RANGES = ["35.191.0.0/16", "130.211.0.0/22"]
+MAX_ZONES_PER_REGION = 4
 RECEIVED_BYTES_METRIC = "compute.googleapis.com/instance/network/received_bytes_count"
 
 
@@ -157,11 +158,12 @@ class ApplianceGcpStack(TerraformStack):
             auto_healing_policies=ComputeRegionInstanceGroupManagerAutoHealingPolicies(
                 health_check=health.id, initial_delay_sec=180
             ),
-            # Surge first, never take a collector away during a rollout.
+            # Surge first, never take a collector away during a rollout. A regional MIG needs a
+            # fixed surge of 0 or at least its zone count; regions have at most 4 zones today.
             update_policy=ComputeRegionInstanceGroupManagerUpdatePolicy(
                 type="PROACTIVE",
                 minimal_action="REPLACE",
-                max_surge_fixed=max(3, len(cfg.zones or [])),
+                max_surge_fixed=len(cfg.zones) if cfg.zones else MAX_ZONES_PER_REGION,
                 max_unavailable_fixed=0,
                 instance_redistribution_type="PROACTIVE",
             ),
