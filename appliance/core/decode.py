@@ -158,6 +158,16 @@ class Decoder:
     # -- link layer -------------------------------------------------------------------
     def decode(self, ts: float, linktype: int, buf: bytes):
         if linktype == LINKTYPE_ETHERNET:
+            # fast path: Ethernet / IPv4 without options or fragmentation / TCP, the bulk
+            # of mirrored traffic; anything else takes the general path below
+            if (buf[12:14] == b"\x08\x00" and len(buf) >= 54 and buf[14] == 0x45
+                    and buf[23] == 6 and not buf[20] & 0x3F and not buf[21]):
+                end = 14 + ((buf[16] << 8) | buf[17])
+                sport, dport, seq, ack, offflags = _TCP.unpack_from(buf, 34)
+                doff = 34 + ((offflags >> 12) << 2)
+                if doff >= 54 and end >= doff and end <= len(buf):
+                    return (0, buf[26:30], buf[30:34], sport, dport, seq, ack, offflags & 0x1FF,
+                            buf[doff:end])
             return self._ether(ts, buf, 0, 0, 0)
         if linktype in (LINKTYPE_RAW, LINKTYPE_RAW_ALT12, LINKTYPE_RAW_ALT14,
                         LINKTYPE_IPV4, LINKTYPE_IPV6):

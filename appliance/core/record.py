@@ -20,14 +20,16 @@ Every value is a string (Akto's consumer reads them as strings).  Decisions:
 from __future__ import annotations
 
 import base64
-import json
 import socket
 import zlib
 from functools import lru_cache
 
 import brotli
+import orjson
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# orjson: the JSON encoding of multi-kilobyte payload strings was the largest single
+# cost of a replay with the stdlib encoder (0.84 s of 4.4 s profiled)
+_orjson_dumps = orjson.dumps
 
 
 @lru_cache(maxsize=65536)
@@ -49,7 +51,7 @@ def headers_json(headers: list) -> str:
         else:
             sep = "\n" if lname == "set-cookie" else ", "
             merged[first] = merged[first] + sep + value
-    return _dumps(merged)
+    return _orjson_dumps(merged).decode("utf-8")
 
 
 class DecodeError(Exception):
@@ -168,4 +170,4 @@ def build_record(req, resp, client_ip: bytes, client_port: int, server_ip: bytes
 
 
 def encode(rec: dict) -> bytes:
-    return _dumps(rec).encode("utf-8")
+    return _orjson_dumps(rec)

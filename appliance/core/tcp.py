@@ -40,7 +40,7 @@ class TcpStats:
 
 class TcpHalf:
     __slots__ = ("next", "held", "held_bytes", "held_since", "fin", "done", "consumer",
-                 "recent", "stats", "max_held", "gap_timeout")
+                 "recent", "recent_i", "stats", "max_held", "gap_timeout")
 
     def __init__(self, consumer, stats: TcpStats, max_held: int = 1 << 20,
                  gap_timeout: float = 2.0):
@@ -51,7 +51,8 @@ class TcpHalf:
         self.fin: int | None = None  # sequence number of FIN
         self.done = False
         self.consumer = consumer
-        self.recent: list = []  # [(seq, payload)] last delivered segments
+        self.recent: list = [(0, b"")] * _RECENT  # ring of (seq, payload) last delivered
+        self.recent_i = 0
         self.stats = stats
         self.max_held = max_held
         self.gap_timeout = gap_timeout
@@ -123,15 +124,15 @@ class TcpHalf:
             self.consumer.eof(ts)
 
     def _remember(self, seq: int, payload: bytes) -> None:
-        recent = self.recent
-        recent.append((seq, payload))
-        if len(recent) > _RECENT:
-            del recent[0]
+        # a ring of the last _RECENT segments (no list growth or shifting per packet)
+        i = self.recent_i
+        self.recent[i] = (seq, payload)
+        self.recent_i = (i + 1) % _RECENT
 
     def _check_overlap(self, seq: int, payload: bytes) -> None:
         for rseq, rdata in self.recent:
             d = (seq - rseq) & MASK
-            if d < len(rdata):
+            if rdata and d < len(rdata):
                 common = min(len(rdata) - d, len(payload))
                 if rdata[d:d + common] != payload[:common]:
                     self.stats.inconsistent_overlaps += 1
