@@ -51,29 +51,29 @@ def _resolve(params: dict, ctx: dict) -> dict:
 def _run(ec2, item: Item, ctx: dict) -> None:
     params = _resolve(item.params, ctx)
     with aws_errors():
-        if item.op == "create_target":
+        if item.op == "create-target":
             resp = ec2.create_traffic_mirror_target(**params)
             item.id = ctx["target"] = resp["TrafficMirrorTarget"]["TrafficMirrorTargetId"]
-        elif item.op == "create_filter":
+        elif item.op == "create-filter":
             resp = ec2.create_traffic_mirror_filter(**params)
             item.id = ctx["filter"] = resp["TrafficMirrorFilter"]["TrafficMirrorFilterId"]
-        elif item.op == "create_rule":
+        elif item.op == "create-rule":
             rule = params["rule"]
             resp = ec2.create_traffic_mirror_filter_rule(**rule.create_params(ctx["filter"]))
             item.id = resp["TrafficMirrorFilterRule"]["TrafficMirrorFilterRuleId"]
-        elif item.op == "delete_rule":
+        elif item.op == "delete-rule":
             ec2.delete_traffic_mirror_filter_rule(**params)
-        elif item.op == "delete_filter":
+        elif item.op == "delete-filter":
             ec2.delete_traffic_mirror_filter(**params)
-        elif item.op == "delete_target":
+        elif item.op == "delete-target":
             ec2.delete_traffic_mirror_target(**params)
-        elif item.op == "create_session":
+        elif item.op == "create-session":
             resp = ec2.create_traffic_mirror_session(**params)
             item.id = resp["TrafficMirrorSession"]["TrafficMirrorSessionId"]
             item.info["session_id"] = item.id
-        elif item.op == "modify_session":
+        elif item.op == "modify-session":
             ec2.modify_traffic_mirror_session(**params)
-        elif item.op == "delete_session":
+        elif item.op == "delete-session":
             ec2.delete_traffic_mirror_session(**params)
         else:  # pragma: no cover - planner bug
             raise ValueError(f"unknown operation {item.op}")
@@ -103,7 +103,7 @@ def apply_plan(plan: Plan, ec2, progress=None) -> ApplyResult:
             item.error = str(exc)
             if item.kind == "session" and item.id:
                 failed_sessions.add(item.id)
-            if exc.fatal or item.op in ("create_target", "create_filter"):
+            if exc.fatal or item.op in ("create-target", "create-filter"):
                 result.aborted = exc
         if progress is not None:
             progress(item)

@@ -119,7 +119,7 @@ def _resolve_target(spec: DeploymentSpec, state: MirrorState) -> tuple[Item, str
         params["NetworkLoadBalancerArn"] = spec.target.value
     else:
         params["NetworkInterfaceId"] = spec.target.value
-    return Item("create", "target", NEW_TARGET, detail=spec.target.label(), op="create_target", params=params), None
+    return Item("create", "target", NEW_TARGET, detail=spec.target.label(), op="create-target", params=params), None
 
 
 def _rules_of(flt: dict) -> list[Rule]:
@@ -134,11 +134,11 @@ def filter_delete_items(flt: dict, state: MirrorState, reason: str) -> list[Item
         return [Item("skip", "filter", fid, detail=f"not deleted: used by {len(users)} session(s) of other deployments ({', '.join(users[:3])})")]
     depends = [s["TrafficMirrorSessionId"] for s in state.our_sessions if s.get("TrafficMirrorFilterId") == fid]
     items = [
-        Item("delete", "rule", r.rule_id, detail=r.summary(), op="delete_rule",
+        Item("delete", "rule", r.rule_id, detail=r.summary(), op="delete-rule",
              params={"TrafficMirrorFilterRuleId": r.rule_id}, depends=depends)
         for r in sorted(_rules_of(flt), key=Rule.key)
     ]
-    items.append(Item("delete", "filter", fid, detail=reason, op="delete_filter",
+    items.append(Item("delete", "filter", fid, detail=reason, op="delete-filter",
                       params={"TrafficMirrorFilterId": fid}, depends=depends))
     return items
 
@@ -149,7 +149,7 @@ def target_delete_items(tgt: dict, state: MirrorState, reason: str) -> list[Item
     if users:
         return [Item("skip", "target", tid, detail=f"not deleted: used by {len(users)} session(s) of other deployments ({', '.join(users[:3])})")]
     depends = [s["TrafficMirrorSessionId"] for s in state.our_sessions if s.get("TrafficMirrorTargetId") == tid]
-    return [Item("delete", "target", tid, detail=reason, op="delete_target",
+    return [Item("delete", "target", tid, detail=reason, op="delete-target",
                  params={"TrafficMirrorTargetId": tid}, depends=depends)]
 
 
@@ -202,7 +202,7 @@ def build_plan(spec: DeploymentSpec, state: MirrorState, enis: list[Eni],
             if rule.key() in want_keys and rule.key() not in have_keys:
                 have_keys.add(rule.key())
                 continue
-            rule_items.append(Item("delete", "rule", rule.rule_id, detail=rule.summary(), op="delete_rule",
+            rule_items.append(Item("delete", "rule", rule.rule_id, detail=rule.summary(), op="delete-rule",
                                    params={"TrafficMirrorFilterRuleId": rule.rule_id}))
         missing = [r for r in desired if r.key() not in have_keys]
         kept = len(desired) - len(missing)
@@ -210,11 +210,11 @@ def build_plan(spec: DeploymentSpec, state: MirrorState, enis: list[Eni],
                            detail=f"{spec.filter.summary()}; {kept} rule(s) unchanged")
     else:
         missing = list(desired)
-        filter_item = Item("create", "filter", NEW_FILTER, detail=spec.filter.summary(), op="create_filter",
+        filter_item = Item("create", "filter", NEW_FILTER, detail=spec.filter.summary(), op="create-filter",
                            params={"Description": f"appliance {spec.name}: {spec.filter.summary()}",
                                    "TagSpecifications": tag_spec("traffic-mirror-filter", spec.name, spec.vpc,
                                                                  f"appliance-{spec.name}")})
-    rule_items += [Item("create", "rule", None, detail=r.summary(), op="create_rule", params={"rule": r})
+    rule_items += [Item("create", "rule", None, detail=r.summary(), op="create-rule", params={"rule": r})
                    for r in missing]
     plan.filter_id = filter_id
     want_filter = filter_id or NEW_FILTER
@@ -261,7 +261,7 @@ def build_plan(spec: DeploymentSpec, state: MirrorState, enis: list[Eni],
             for s in mine:
                 deletes.append(Item("delete", "session", s["TrafficMirrorSessionId"], eni=eni.id,
                                     instance=eni.instance_id, detail=f"ENI no longer selected: {eni.reason}",
-                                    op="delete_session", params={"TrafficMirrorSessionId": s["TrafficMirrorSessionId"]}))
+                                    op="delete-session", params={"TrafficMirrorSessionId": s["TrafficMirrorSessionId"]}))
             continue
         eni_target_sources += 1
         foreign = [s for s in state.sessions_on(eni.id) if s not in mine]
@@ -271,7 +271,7 @@ def build_plan(spec: DeploymentSpec, state: MirrorState, enis: list[Eni],
             for extra in mine[1:]:
                 deletes.append(Item("delete", "session", extra["TrafficMirrorSessionId"], eni=eni.id,
                                     instance=eni.instance_id, detail=f"duplicate: {sid} already mirrors this ENI",
-                                    op="delete_session",
+                                    op="delete-session",
                                     params={"TrafficMirrorSessionId": extra["TrafficMirrorSessionId"]}))
             vni = desired_vni(eni, session.get("VirtualNetworkId"))
             changes: dict = {}
@@ -295,7 +295,7 @@ def build_plan(spec: DeploymentSpec, state: MirrorState, enis: list[Eni],
             info = _session_info(sid, eni, eni.id, vni, session.get("SessionNumber"))
             if changes:
                 updates.append(Item("update", "session", sid, eni=eni.id, instance=eni.instance_id,
-                                    detail="; ".join(notes), op="modify_session",
+                                    detail="; ".join(notes), op="modify-session",
                                     params={"TrafficMirrorSessionId": sid, **changes}, info=info))
             else:
                 keeps.append(Item("keep", "session", sid, eni=eni.id, instance=eni.instance_id,
@@ -324,7 +324,7 @@ def build_plan(spec: DeploymentSpec, state: MirrorState, enis: list[Eni],
         if spec.packet_length is not None:
             params["PacketLength"] = spec.packet_length
         creates.append(Item("create", "session", None, eni=eni.id, instance=eni.instance_id, detail=detail,
-                            op="create_session", params=params,
+                            op="create-session", params=params,
                             info=_session_info(None, eni, eni.id, vni, number)))
 
     known = {e.id for e in enis}
@@ -334,7 +334,7 @@ def build_plan(spec: DeploymentSpec, state: MirrorState, enis: list[Eni],
         for s in ours_by_eni[eni_id]:
             deletes.append(Item("delete", "session", s["TrafficMirrorSessionId"], eni=eni_id,
                                 instance=(raw.get("Attachment") or {}).get("InstanceId"), detail=reason,
-                                op="delete_session", params={"TrafficMirrorSessionId": s["TrafficMirrorSessionId"]}))
+                                op="delete-session", params={"TrafficMirrorSessionId": s["TrafficMirrorSessionId"]}))
 
     # -- stale resources of this deployment ------------------------------------------------
     cleanup: list[Item] = []
@@ -362,7 +362,7 @@ def build_teardown_plan(state: MirrorState) -> Plan:
     for s in sorted(state.our_sessions, key=lambda s: s["TrafficMirrorSessionId"]):
         items.append(Item("delete", "session", s["TrafficMirrorSessionId"], eni=s.get("NetworkInterfaceId"),
                           detail=f"session #{s.get('SessionNumber')}, VNI {s.get('VirtualNetworkId')}",
-                          op="delete_session", params={"TrafficMirrorSessionId": s["TrafficMirrorSessionId"]}))
+                          op="delete-session", params={"TrafficMirrorSessionId": s["TrafficMirrorSessionId"]}))
     for flt in sorted(state.our_filters, key=lambda f: f["TrafficMirrorFilterId"]):
         items += filter_delete_items(flt, state, "created by this deployment")
     for tgt in sorted(state.our_targets, key=lambda t: t["TrafficMirrorTargetId"]):

@@ -81,6 +81,10 @@ def reconcile_once(spec: DeploymentSpec, clients, opts: Options, console, type_c
     ec2 = clients.ec2
     try:
         state = fetch_state(ec2, spec.name)
+        conflicts = state.vpc_conflicts(spec.vpc)
+        if conflicts:
+            raise UsageError(f"deployment {spec.name} already has resources in another VPC: "
+                             f"{', '.join(conflicts[:3])}; use another --name")
         blockers = []
         if spec.target.kind == "nlb" and spec.check_listener:
             problem = check_nlb_listener(clients.elbv2, spec.target.value)

@@ -8,94 +8,10 @@ import pytest
 from botocore.stub import ANY
 
 from awsprov_support import (
-    NAME, NLB_ARN, VNI, VPC, api_rule, eni, eni_id, flt_id, inst_id, instance, itype_info, mirror_filter,
-    our_tags, rule_id, sess_id, session, session_tags, target, tgt_id,
+    BASE, DEFAULT_RULES, MUTATING_PREFIXES, NAME, NLB_ARN, TYPES, VNI, VPC, eni, eni_id, existing_state,
+    expected_rule_params, flt_id, inst_id, instance, itype_info, mirror_filter, queue_first_run,
+    queue_session_create, rule_id, sess_id, session, spec_args, target, tgt_id, vpc_enis, vpc_instances,
 )
-from provision.aws.spec import FilterSpec, desired_rules
-
-BASE = ("provision", "aws", "--vpc", VPC, "--name", NAME, "--target-nlb", NLB_ARN)
-DEFAULT_RULES = desired_rules(FilterSpec(protocols=[6]), NAME)
-MUTATING_PREFIXES = ("Create", "Delete", "Modify")
-
-
-def vpc_enis():
-    return [
-        eni(1, instance=1),
-        eni(2, instance=2),
-        eni(3, itype="network_load_balancer", requester="amazon-elb", description="ELB net/mirror/0123"),
-        eni(4, requester="amazon-rds", description="RDSNetworkInterface"),
-        eni(5, status="available"),
-        eni(6, instance=6),
-    ]
-
-
-def vpc_instances():
-    return [instance(1, "m5.large"), instance(2, "t2.micro"),
-            instance(6, "m5.large", tags={"appliance:role": "collector"})]
-
-
-TYPES = [itype_info("m5.large", "nitro"), itype_info("t2.micro", "xen")]
-
-
-def expected_rule_params(filter_id):
-    """The default filter, written out by hand: DNS rejects first, then accept all TCP."""
-    out = []
-    for direction in ("ingress", "egress"):
-        common = {"TrafficMirrorFilterId": filter_id, "TrafficDirection": direction,
-                  "DestinationCidrBlock": "0.0.0.0/0", "SourceCidrBlock": "0.0.0.0/0", "Description": ANY}
-        out.append({**common, "RuleNumber": 100, "RuleAction": "reject", "Protocol": 6,
-                    "DestinationPortRange": {"FromPort": 53, "ToPort": 53}})
-        out.append({**common, "RuleNumber": 110, "RuleAction": "reject", "Protocol": 6,
-                    "SourcePortRange": {"FromPort": 53, "ToPort": 53}})
-        out.append({**common, "RuleNumber": 200, "RuleAction": "accept", "Protocol": 6})
-    return out
-
-
-def queue_session_create(h, eni_n, *, sid_n, number=1, vni=VNI, instance_n=None, who=None, target_n=1, filter_n=1,
-                         extra=None, error=None):
-    params = {
-        "NetworkInterfaceId": eni_id(eni_n),
-        "TrafficMirrorTargetId": tgt_id(target_n),
-        "TrafficMirrorFilterId": flt_id(filter_n),
-        "SessionNumber": number,
-        "VirtualNetworkId": vni,
-        "Description": f"appliance {NAME}: {eni_id(eni_n)} ({who or inst_id(instance_n)})",
-        "TagSpecifications": session_tags(eni_n),
-        **(extra or {}),
-    }
-    if error:
-        h.ec2_stub.add_client_error("create_traffic_mirror_session", service_error_code=error[0],
-                                    service_message=error[1], expected_params=params)
-    else:
-        h.ec2_stub.add_response("create_traffic_mirror_session",
-                                {"TrafficMirrorSession": session(sid_n, eni_n, number=number, vni=vni)}, params)
-
-
-def queue_first_run(h, *, with_sessions=True):
-    h.state()
-    h.listeners(("UDP", 4789))
-    h.discovery(vpc_enis(), vpc_instances(), TYPES)
-    h.ec2_stub.add_response(
-        "create_traffic_mirror_target", {"TrafficMirrorTarget": target(1)},
-        {"NetworkLoadBalancerArn": NLB_ARN, "Description": f"appliance {NAME} mirror target",
-         "TagSpecifications": [{"ResourceType": "traffic-mirror-target", "Tags": our_tags()}]},
-    )
-    h.ec2_stub.add_response(
-        "create_traffic_mirror_filter", {"TrafficMirrorFilter": mirror_filter(1)},
-        {"Description": ANY, "TagSpecifications": [{"ResourceType": "traffic-mirror-filter", "Tags": our_tags()}]},
-    )
-    for i, params in enumerate(expected_rule_params(flt_id(1))):
-        h.ec2_stub.add_response("create_traffic_mirror_filter_rule",
-                                {"TrafficMirrorFilterRule": {"TrafficMirrorFilterRuleId": rule_id(i + 1)}}, params)
-    if with_sessions:
-        queue_session_create(h, 1, sid_n=1, instance_n=1)
-        queue_session_create(h, 4, sid_n=4, who="RDS")
-
-
-def existing_state():
-    return dict(targets=[target(1)], filters=[mirror_filter(1, DEFAULT_RULES)],
-                sessions=[session(1, 1), session(4, 4)])
-
 
 # -- first run ---------------------------------------------------------------------------------
 
@@ -397,17 +313,11 @@ def test_discovery_paginates_and_filters_by_subnet_and_instance(harness, cli):
 
 
 def test_watch_attaches_new_instances_on_later_iterations(harness, monkeypatch):
-    from argparse import Namespace
-
     from provision.aws import runner
     from provision.aws.render import make_console
     from provision.aws.spec import build_spec
 
-    args = Namespace(name=NAME, vpc=VPC, subnet=None, instance=None, exclude_instance=None, target_nlb=NLB_ARN,
-                     target_eni=None, target_id=None, vni=None, vni_mode="shared", packet_length=None, protocol=None,
-                     ports=None, cidr=None, include_dns=False, tag=None, exclude_tag=None,
-                     skip_instance_type_check=False, skip_listener_check=False)
-    spec = build_spec(args)
+    spec = build_spec(spec_args(target_nlb=NLB_ARN))
     # iteration 1: the deployment exists and matches
     harness.state(**existing_state())
     harness.listeners(("UDP", 4789))
@@ -445,15 +355,9 @@ def test_watch_keeps_going_after_a_transient_error(harness, monkeypatch):
 
     from provision.aws import runner
     from provision.aws.render import make_console
-
-    from argparse import Namespace
     from provision.aws.spec import build_spec
 
-    args = Namespace(name=NAME, vpc=VPC, subnet=None, instance=None, exclude_instance=None, target_nlb=None,
-                     target_eni=None, target_id=None, vni=None, vni_mode="shared", packet_length=None, protocol=None,
-                     ports=None, cidr=None, include_dns=False, tag=None, exclude_tag=None,
-                     skip_instance_type_check=False, skip_listener_check=False)
-    spec = build_spec(args)
+    spec = build_spec(spec_args())
     harness.ec2_stub.add_client_error("describe_traffic_mirror_targets", "InternalError", "try again",
                                       http_status_code=500)
     harness.state(**existing_state())
@@ -580,11 +484,3 @@ def test_unwritable_session_map_is_a_warning_not_a_failure(harness, cli, aws_env
     assert code == 0
     assert err.startswith("appliance: warning: cannot write session map")
     assert len(err.strip().splitlines()) == 1
-
-
-# -- reused helpers for other modules -----------------------------------------------------------
-
-__all__ = ["queue_first_run", "existing_state", "vpc_enis", "vpc_instances", "TYPES", "api_rule"]
-
-if __name__ == "__main__":  # pragma: no cover
-    pytest.main([__file__])
