@@ -202,6 +202,13 @@ class Settings(BaseSettings):
             _hostport(b.split("://")[-1], "broker")
         return v
 
+    @field_validator("kafka_ssl_ca")
+    @classmethod
+    def _check_ca(cls, v):
+        if v and not os.path.isfile(v):
+            raise ValueError("no such file")
+        return v
+
     @model_validator(mode="after")
     def _check_sasl(self):
         if self.kafka_security_protocol.startswith("SASL") and not self.kafka_sasl_mechanism:
