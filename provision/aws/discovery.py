@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from provision.aws import constants as C
-from provision.aws.errors import AwsFailure, aws_errors
+from provision.aws.errors import AwsFailure
 from provision.aws.spec import DeploymentSpec, tags_any, tags_match
 from provision.aws.state import MirrorState, is_ours, paginate, tags_of
 

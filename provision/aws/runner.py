@@ -56,6 +56,8 @@ def _write_map(path: str | None, name: str, region: str | None, vpc: str | None,
 
 
 def _clients(args):
+    if args.max_attempts is not None and args.max_attempts < 1:
+        raise CliError("--max-attempts must be at least 1", EXIT_USAGE)
     try:
         return clients_mod.make_clients(args.region, args.profile, args.retry_mode, args.max_attempts)
     except AwsFailure as exc:

@@ -162,6 +162,7 @@ def test_deployment_bound_to_another_vpc_is_refused(harness, cli):
     (("--vpc", VPC, "--watch", "--interval", "0"), "--interval must be a positive"),
     (("--vpc", VPC, "--name", "bad name!"), "invalid deployment name"),
     ((), "--vpc is required"),
+    (("--vpc", VPC, "--max-attempts", "0"), "--max-attempts must be at least 1"),
 ])
 def test_usage_errors_exit_2_without_calling_aws(harness, cli, argv, needle):
     code, out, err = cli("provision", "aws", *argv)

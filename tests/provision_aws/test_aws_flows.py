@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from botocore.stub import ANY
 
 from awsprov_support import (
