@@ -35,27 +35,35 @@ class StartError(Exception):
 
 
 def load_session_map(path: str) -> dict:
-    """VNI -> {session_id, eni, instance, policy, cloud} from the provisioning map."""
+    """VNI -> {cloud, session_id, eni, instance, policy} from the map that
+    `appliance provision` writes (schema in provision/aws/sessionmap.py).  Several
+    sessions may share one VNI (the default on AWS): their ids, ENIs and instances are
+    listed comma-separated.  A missing or unreadable map just means "not known"."""
     try:
         with open(path) as f:
             data = json.load(f)
     except (OSError, ValueError):
         return {}
-    out = {}
+    if not isinstance(data, dict):
+        return {}
     cloud = data.get("cloud")
-    sessions = data.get("sessions") or {}
-    items = sessions.items() if isinstance(sessions, dict) else []
-    for vni, info in items:
-        if isinstance(info, list):  # several sessions share one VNI
-            info = {"session_id": ",".join(str(i.get("session_id", "")) for i in info),
-                    "eni": ",".join(str(i.get("eni", "")) for i in info),
-                    "instance": ",".join(str(i.get("instance", "") or "") for i in info)}
-        if isinstance(info, dict):
-            out[str(vni)] = {"cloud": cloud, "session_id": info.get("session_id"),
-                             "eni": info.get("eni"), "instance": info.get("instance"),
-                             "policy": info.get("policy")}
-    if cloud == "gcp" and data.get("policy") and not out:
-        out["0"] = {"cloud": "gcp", "policy": data.get("policy")}
+    sessions = data.get("sessions") if isinstance(data.get("sessions"), dict) else {}
+    by_vni = data.get("by_vni") if isinstance(data.get("by_vni"), dict) else {}
+    out = {}
+    for vni, ids in by_vni.items():
+        infos = [sessions[i] for i in ids if isinstance(sessions.get(i), dict)]
+        if not infos:
+            continue
+
+        def joined(field):
+            values = [str(i[field]) for i in infos if i.get(field)]
+            return ",".join(values) or None
+
+        out[str(vni)] = {"cloud": cloud, "session_id": joined("session_id"),
+                         "eni": joined("eni"), "instance": joined("instance"),
+                         "policy": data.get("policy")}
+    if not out and data.get("policy"):
+        out["0"] = {"cloud": cloud, "policy": data.get("policy")}
     return out
 
 

@@ -7,10 +7,16 @@ from rt_helpers import consume_all, records
 from traffic import connections, key
 
 
-def test_vxlan_pairs_arrive_in_kafka_exactly_with_vni(broker, appliance):
+def test_vxlan_pairs_arrive_in_kafka_exactly_with_vni(broker, appliance, tmp_path):
+    from provision.aws import sessionmap
+
     frames, expected = connections(40, exchanges=3)
+    smap = tmp_path / "sessions.json"
+    sessionmap.write(str(smap), sessionmap.build("prod", "us-east-1", "vpc-1", [
+        {"session_id": "tms-0777", "vni": 777, "eni": "eni-0777", "instance": "i-0777",
+         "session_number": 1, "private_ips": []}]))
     app = appliance(["--mode", "aws", "--kafka", broker.bootstrap, "--workers", "2",
-                     "--batch-time", "0.05"])
+                     "--batch-time", "0.05"], env={"APPLIANCE_SESSION_MAP": str(smap)})
     send_vxlan(frames, app.udp, vni=777)
     msgs = consume_all(broker.bootstrap, "akto.api.logs", expect=len(expected), timeout=60)
     recs = records(msgs)
@@ -30,6 +36,8 @@ def test_vxlan_pairs_arrive_in_kafka_exactly_with_vni(broker, appliance):
     assert len(workers) == 2 and all(w["packets"] > 0 for w in workers)
     sess = {s["vni"]: s for s in st["sessions"]}
     assert sess[777]["pairs"] == 120 and sess[777]["packets"] == len(frames)
+    assert (sess[777]["session_id"], sess[777]["eni"], sess[777]["instance"]) == (
+        "tms-0777", "eni-0777", "i-0777")
     assert st["kafka"]["state"] == "up" and st["kafka"]["dropped"] == 0
     code, body = app.get("/metrics")
     text = body.decode()
