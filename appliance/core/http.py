@@ -308,7 +308,6 @@ class HttpHalf:
                 # HTTP/0.9 response: no status line, body until close
                 msg = self._new(ts, RESP)
                 msg.version = "HTTP/0.9"
-                conn.on_response_head(self, msg, expected)
                 self.state = BODY_EOF
                 return pos
             if not data.startswith(b"HTTP/", pos):
@@ -435,7 +434,6 @@ class HttpHalf:
         msg.reason = reason.strip()
         length, chunked = self._framing(msg)
         status = msg.status
-        self.conn.on_response_head(self, msg, req)
         method = req.method if req is not None else ""
         if status < 200 or status in _NO_BODY_STATUS or method == "HEAD":
             self._finish()
@@ -517,9 +515,6 @@ class HttpConn:
     def on_request_head(self, half: HttpHalf, msg: Message) -> None:
         self.stats.requests += 1
         self.txns.append(msg)
-
-    def on_response_head(self, half: HttpHalf, msg: Message, req: Message | None) -> None:
-        pass
 
     def on_message(self, half: HttpHalf, msg: Message) -> None:
         if half.role == REQ:
