@@ -135,16 +135,16 @@ def test_bare_lf_and_folded_headers():
     assert '"X-Multi":"a b"' in r["responseHeaders"]
 
 
-def test_client_is_decided_by_content_not_by_first_packet_or_port():
-    # the server listens on a high port, the client uses port 80, and the first packet
-    # captured is the server's response (the request is retransmitted later in capture)
+def test_response_captured_before_its_request_still_pairs():
+    # the server listens on a high port, the client uses port 80, and the first data
+    # packet captured is the server's response (the mirror delivered the request later)
     c = synth.Conversation(client="10.0.0.50", server="10.0.0.5", cport=80, sport=50000)
     c.handshake()
     request = req("GET", "/who")
     pieces_req = c.segments(True, request)
     pieces_resp = c.segments(False, resp(200, b"me"))
-    frames = []
-    t = 10.0
+    frames = list(c.frames)  # the handshake
+    t = c.t + 0.001
     for seq, data in pieces_resp:
         frames.append((t, c._frame(c.server, c.client, c.sport, c.cport, seq, c.cseq, 0x18, data)))
         t += 0.001
@@ -152,10 +152,12 @@ def test_client_is_decided_by_content_not_by_first_packet_or_port():
         frames.append((t, c._frame(c.client, c.server, c.cport, c.sport, seq, c.sseq, 0x18, data)))
         t += 0.001
     recs, p = pairs(frames)
-    # the response came before its request in the capture: it is an orphan, and the
-    # request is reported as pending; roles still come from the content
-    assert recs[0]["ip"] == "10.0.0.50" and recs[0]["srcPort"] == "80"
-    assert recs[0]["destIp"] == "10.0.0.5" and recs[0]["destPort"] == "50000"
+    # the response came before its request in the capture; its ACK says the server had
+    # the request, so it waits for it and they pair; roles come from the content
+    assert [(r["ip"], r["srcPort"], r["destIp"], r["destPort"], r["statusCode"],
+             r["responsePayload"]) for r in recs] == [("10.0.0.50", "80", "10.0.0.5", "50000",
+                                                      "200", "me")]
+    assert p.stats()["orphan_responses"] == 0
 
 
 def test_roles_from_content_when_first_packet_is_from_server():

@@ -35,6 +35,7 @@ TUNNEL = 8  # not HTTP any more (Upgrade, CONNECT)
 
 MAX_HEADER_BYTES = 128 * 1024
 MAX_LINE_BYTES = 4096
+MAX_DEFER_BYTES = 64 * 1024  # response bytes held while its request is still missing
 
 _HDR_END = re.compile(rb"\n\r?\n")
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32} ")
@@ -106,7 +107,7 @@ class HttpHalf:
     """Parser for one direction.  Fed in-order bytes by the TCP reassembler."""
 
     __slots__ = ("conn", "dir", "role", "state", "buf", "buf_ts", "msg", "remaining", "tail",
-                 "max_body", "stats")
+                 "max_body", "stats", "force")
 
     def __init__(self, conn: "HttpConn", direction: int, max_body: int, stats: HttpStats):
         self.conn = conn
@@ -120,6 +121,7 @@ class HttpHalf:
         self.tail = b""  # resync look-behind
         self.max_body = max_body
         self.stats = stats
+        self.force = False  # parse held response bytes without waiting for a request
 
     # -- consumer interface of the TCP reassembler ------------------------------------
     def data(self, ts: float, data: bytes) -> None:
@@ -161,10 +163,20 @@ class HttpHalf:
         self.tail = b""  # the byte after a gap may start a message
         self.stats.resyncs += 1
 
+    def retry(self) -> None:
+        """Parse the bytes held back (see _start), now that there may be a request."""
+        data, ts = self.buf, self.buf_ts
+        self.buf = b""
+        self._parse(ts, data)
+
     def eof(self, ts: float) -> None:
-        if self.buf and self.state == IDLE and self.role != RESP:
-            # a request line without its terminating newline, e.g. HTTP/0.9 at close
-            self._parse(self.buf_ts, self.buf + b"\n")
+        if self.buf and self.state == IDLE:
+            if self.role == RESP:
+                self.force = True  # no request will come any more
+                self.retry()
+            else:
+                # a request line without its terminating newline, e.g. HTTP/0.9 at close
+                self._parse(self.buf_ts, self.buf + b"\n")
         self.buf = b""
         msg = self.msg
         if msg is not None:
@@ -304,6 +316,13 @@ class HttpHalf:
         conn = self.conn
         if role == RESP or (role == 0 and data.startswith(b"HTTP/", pos)):
             expected = conn.expected_request()
+            if (expected is None and not self.force and len(data) - pos < MAX_DEFER_BYTES
+                    and conn.peer_lagging(self.dir)):
+                # nothing to answer yet, but the server has acknowledged client bytes we
+                # have not parsed: the request is still on its way through the capture
+                # (mirrors reorder across directions).  Wait for it: framing a response
+                # needs its request (HEAD, CONNECT, HTTP/0.9).
+                return -1
             if expected is not None and expected.version == "HTTP/0.9":
                 # HTTP/0.9 response: no status line, body until close
                 msg = self._new(ts, RESP)
@@ -515,6 +534,15 @@ class HttpConn:
     def on_request_head(self, half: HttpHalf, msg: Message) -> None:
         self.stats.requests += 1
         self.txns.append(msg)
+        server = self.halves[1 - half.dir]
+        if server.buf and server.state == IDLE:
+            server.retry()  # a response was waiting for this request
+
+    def peer_lagging(self, direction: int) -> bool:
+        """True when `direction` has acknowledged bytes of the other direction that are
+        not parsed yet (the pipeline's connection knows the TCP positions; without
+        them, never)."""
+        return False
 
     def on_message(self, half: HttpHalf, msg: Message) -> None:
         if half.role == REQ:

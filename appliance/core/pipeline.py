@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from appliance.core.decode import Decoder, TCP_RST, TCP_SYN, TCP_ACK
 from appliance.core.http import HttpConn, HttpStats
 from appliance.core.record import build_record
-from appliance.core.tcp import MASK, TcpHalf, TcpStats
+from appliance.core.tcp import HALF, MASK, TcpHalf, TcpStats
 
 
 @dataclass
@@ -63,6 +63,10 @@ class Conn(HttpConn):
     def buffered(self) -> int:
         t0, t1 = self.tcp
         return HttpConn.buffered(self) + t0.held_bytes + t1.held_bytes
+
+    def peer_lagging(self, direction: int) -> bool:
+        ack, nxt = self.tcp[direction].last_ack, self.tcp[1 - direction].next
+        return ack is not None and nxt is not None and 0 < (ack - nxt) & MASK < HALF
 
 
 class Pipeline:
@@ -159,11 +163,13 @@ class Pipeline:
                 conn.tcp[d].segment(ts, seq, flags & ~TCP_RST, payload)
             self._close(key, conn, ts)
             return
+        half = conn.tcp[d]
         if flags & TCP_ACK:
+            half.last_ack = ack
             other = conn.tcp[1 - d]
             if other.held:
                 other.acked(ts, ack)
-        conn.tcp[d].segment(ts, seq, flags, payload)
+        half.segment(ts, seq, flags, payload)
         if conn.closed == 3:
             self._close(key, conn, ts)
 
@@ -178,9 +184,10 @@ class Pipeline:
         return conn
 
     def _close(self, key, conn: Conn, ts: float) -> None:
-        t0, t1 = conn.tcp
-        t0.close(ts)
-        t1.close(ts)
+        # the client side first: responses held back for their request can then pair
+        client = conn.client if conn.client >= 0 else 0
+        conn.tcp[client].close(ts)
+        conn.tcp[1 - client].close(ts)
         conn.finish()
         if self.conns.get(key) is conn:
             del self.conns[key]

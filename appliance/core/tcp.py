@@ -40,7 +40,7 @@ class TcpStats:
 
 class TcpHalf:
     __slots__ = ("next", "held", "held_bytes", "held_since", "fin", "done", "consumer",
-                 "recent", "recent_i", "stats", "max_held", "gap_timeout")
+                 "recent", "recent_i", "stats", "max_held", "gap_timeout", "last_ack")
 
     def __init__(self, consumer, stats: TcpStats, max_held: int = 1 << 20,
                  gap_timeout: float = 2.0):
@@ -56,6 +56,7 @@ class TcpHalf:
         self.stats = stats
         self.max_held = max_held
         self.gap_timeout = gap_timeout
+        self.last_ack: int | None = None  # latest ACK this side sent (the peer's position)
 
     def segment(self, ts: float, seq: int, flags: int, payload: bytes) -> None:
         if self.done:

@@ -1,0 +1,152 @@
+"""A real /status endpoint whose figures the test controls, and a sample document.
+
+Imported by conftest.py and the tests (pytest puts this folder on sys.path)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+NOW = 1763900123.4  # the fixed "now" of the sample document and of the injected clock
+
+
+def sample_status(**overrides) -> dict:
+    """The docs/status.md example, with three sessions: two busy AWS ones and an idle GCP
+    one with the largest totals, so that each sort column gives a different order."""
+    doc = {
+        "version": "0.1.0",
+        "mode": "aws",
+        "hostname": "ip-10-0-1-5",
+        "started_at": NOW - 123.4,
+        "now": NOW,
+        "uptime_s": 123.4,
+        "workers": 2,
+        "totals": {"packets": 123456, "bytes": 98765432, "pairs": 4567, "pending": 12,
+                   "connections": 890, "active_connections": 45, "malformed": 3, "gaps": 1,
+                   "orphan_responses": 0, "decode_errors": 0},
+        "rates": {"packets_per_s": 1000.0, "bytes_per_s": 800000.0, "pairs_per_s": 40.0},
+        "sessions": [
+            {"vni": 4242, "packets": 120000, "bytes": 96000000, "pairs": 4500,
+             "packets_per_s": 990.0, "bytes_per_s": 790000.0, "pairs_per_s": 39.0,
+             "last_seen": NOW - 0.3, "cloud": "aws", "session_id": "tms-0123456789abcdef0",
+             "eni": "eni-0abc", "instance": "i-0def", "policy": None},
+            {"vni": 77, "packets": 3400, "bytes": 2700000, "pairs": 60,
+             "packets_per_s": 10.0, "bytes_per_s": 10000.0, "pairs_per_s": 1.0,
+             "last_seen": NOW - 5, "cloud": "aws", "session_id": "tms-0fedcba9876543210",
+             "eni": "eni-0777", "instance": "i-0777", "policy": None},
+            {"vni": 9, "packets": 5000000, "bytes": 4000000000, "pairs": 250000,
+             "packets_per_s": 0.0, "bytes_per_s": 0.0, "pairs_per_s": 0.0,
+             "last_seen": NOW - 600, "cloud": "gcp", "session_id": None, "eni": None,
+             "instance": None, "policy": "mirror-web-tier"},
+        ],
+        "memory": {"rss_bytes": 123456789, "limit_bytes": 524288000, "buffer_bytes": 1048576,
+                   "buffer_limit_bytes": 419430400, "active_connections": 45,
+                   "max_connections": 4096,
+                   "workers": [
+                       {"id": 0, "pid": 1234, "rss_bytes": 60000000, "buffer_bytes": 524288,
+                        "active_connections": 22, "packets": 61000},
+                       {"id": 1, "pid": 1235, "rss_bytes": 58000000, "buffer_bytes": 524288,
+                        "active_connections": 23, "packets": 62456},
+                   ]},
+        "kafka": {"state": "up", "brokers": "b-1.msk:9092", "topic": "akto.api.logs",
+                  "queued": 10, "spooled": 0, "spool_bytes": 0, "delivered": 4550,
+                  "failed": 0, "dropped": 0},
+        "drops": {"filter_discovery_config": 0, "filter_ip_host": 0,
+                  "filter_cloud_metadata": 12, "filter_egress": 0, "ignored_port": 345,
+                  "evicted_connection_limit": 0, "evicted_buffer_limit": 0},
+    }
+    doc.update(overrides)
+    return doc
+
+
+class StatusServer:
+    """A stdlib ThreadingHTTPServer on 127.0.0.1 serving ``self.doc`` at /status.
+
+    ``doc`` may be replaced at any time; ``requests`` counts the /status reads. A
+    ``port`` can be given to (re)open on a known port, for the unreachable-then-back test.
+    """
+
+    def __init__(self, doc: dict | None = None, port: int = 0) -> None:
+        self.doc = copy.deepcopy(doc) if doc is not None else sample_status()
+        self.requests = 0
+        self.status_code = 200
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):  # noqa: N802
+                if self.path.split("?")[0] != "/status":
+                    self.send_error(404)
+                    return
+                with server._lock:
+                    server.requests += 1
+                    body = json.dumps(server.doc).encode()
+                    code = server.status_code
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the console went away mid-answer (test over)
+
+        class Server(ThreadingHTTPServer):
+            allow_reuse_address = True  # reopen on a just-closed port (recovery test)
+            daemon_threads = True
+
+        self.httpd = Server(("127.0.0.1", port), Handler)
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever,
+                                       kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def set(self, doc: dict) -> None:
+        with self._lock:
+            self.doc = copy.deepcopy(doc)
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound then released)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def screen_text(app) -> str:
+    """What the terminal shows right now, as plain text (one line per row)."""
+    strips = app.screen._compositor.render_strips()
+    return "\n".join(strip.text for strip in strips)
+
+
+async def wait_until(pilot, predicate, timeout: float = 5.0, what: str = "condition") -> None:
+    """Let the app run until ``predicate()`` holds; fail with the screen if it never does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        await pilot.pause(0.02)
+        if predicate():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; screen:\n{screen_text(pilot.app)}")
+
+
+async def wait_for_text(pilot, *needles: str, timeout: float = 5.0) -> str:
+    """Wait until every needle is on screen; return the screen."""
+    await wait_until(pilot, lambda: all(n in screen_text(pilot.app) for n in needles),
+                     timeout, what=f"{needles!r} on screen")
+    return screen_text(pilot.app)

@@ -1,0 +1,382 @@
+"""The console driven by Textual's pilot against real /status endpoints on 127.0.0.1.
+
+Every test runs the app live (its own pollers, a short interval) and changes the figures
+the server answers with, then waits for the screen to show them: nothing in the HTTP path
+is mocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import socket
+
+from statusd import NOW, StatusServer, free_port, sample_status, screen_text, wait_for_text, \
+    wait_until
+from textual.widgets import DataTable, Input
+
+from tui.app import ApplianceScreen, ConsoleApp, FleetScreen, HelpScreen
+
+SIZE = (120, 40)
+
+
+def run(coro) -> None:
+    asyncio.run(coro)
+
+
+def vnis(app) -> list[str]:
+    table = app.screen.query_one("#sessions", DataTable)
+    return [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
+
+
+def row_text(app, vni: int) -> str:
+    table = app.screen.query_one("#sessions", DataTable)
+    return " | ".join(str(c) for c in table.get_row(f"vni-{vni}"))
+
+
+def live_app(*urls, **kw) -> ConsoleApp:
+    kw.setdefault("interval", 0.1)
+    kw.setdefault("max_backoff", 0.3)
+    kw.setdefault("timeout", 2.0)
+    return ConsoleApp(list(urls), **kw)
+
+
+def test_shows_the_figures_and_follows_changes(server):
+    async def scenario():
+        app = live_app(server.url)
+        async with app.run_test(size=SIZE) as pilot:
+            text = await wait_for_text(pilot, "ip-10-0-1-5")
+            # header: mode, uptime, workers, Kafka state; then the headline rates
+            for needle in ("aws", "kafka up", "up 2m03s", "2 workers", "v0.1.0",
+                           "1k pkts/s", "6.4 Mbit/s", "40 pairs/s", "conns 45/890",
+                           "pending 12", "malformed 3"):
+                assert needle in text, needle
+            # sessions: one row per VNI with the AWS identifiers and human numbers
+            assert vnis(app) == ["4242", "77", "9"]
+            row = row_text(app, 4242)
+            for needle in ("eni-0abc", "990", "6.3 Mbit/s", "39", "now", "120k", "91.6 MiB",
+                           "4.5k", "i-0def", "tms-0123456789abcdef0"):
+                assert needle in row, (needle, row)
+            assert "mirror-web-tier" in row_text(app, 9)
+            assert "10m ago" in row_text(app, 9)
+            # memory, Kafka and drops panels
+            for needle in ("118 MiB / 500 MiB", "24%", "1 MiB / 400 MiB", "45 / 4.1k",
+                           "w0", "57.2 MiB", "w1", "queue 10", "sent 4.5k", "failed 0",
+                           "drops 357", "ignored port", "345", "cloud metadata",
+                           "akto.api.logs @ b-1.msk:9092"):
+                assert needle in text, needle
+
+            doc = sample_status()
+            doc["rates"] = {"packets_per_s": 5000.0, "bytes_per_s": 150_000_000.0,
+                            "pairs_per_s": 250.0}
+            doc["uptime_s"] = 3 * 3600 + 4 * 60
+            doc["kafka"].update(state="down", failed=9, spooled=1200, spool_bytes=3 << 20)
+            doc["memory"]["buffer_bytes"] = 400 << 20  # at the limit
+            doc["sessions"].append({"vni": 5, "packets": 10, "bytes": 5000, "pairs": 1,
+                                    "packets_per_s": 2.0, "bytes_per_s": 20_000_000.0,
+                                    "pairs_per_s": 0.5, "last_seen": NOW,
+                                    "eni": "eni-0555", "instance": "i-0555"})
+            server.set(doc)
+            text = await wait_for_text(pilot, "5k pkts/s", "1.2 Gbit/s", "kafka down")
+            for needle in ("250 pairs/s", "up 3h04m", "failed 9", "spool 1.2k", "3 MiB",
+                           "400 MiB / 400 MiB", "100%", "max 5k/s"):
+                assert needle in text, needle
+            # the new session is the busiest in bits/s: first in the default order
+            assert vnis(app) == ["5", "4242", "77", "9"]
+            assert "eni-0555" in row_text(app, 5)
+            assert "4 sessions" in text
+
+    run(scenario())
+
+
+def test_sort_cycles_through_columns_and_reverses(server):
+    async def scenario():
+        app = live_app(server.url)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: len(vnis(app)) == 3, what="three sessions")
+            assert vnis(app) == ["4242", "77", "9"]  # bits/s, busiest first
+            assert "sort bits/s ▼" in screen_text(app)
+            await pilot.press("S")
+            await pilot.pause()
+            assert vnis(app) == ["9", "77", "4242"]
+            assert "sort bits/s ▲" in screen_text(app)
+            await pilot.press("s", "s", "s")  # pkts/s, pairs/s, packets
+            await pilot.pause()
+            assert "sort packets ▼" in screen_text(app)
+            assert vnis(app) == ["9", "4242", "77"]  # the idle session has the largest total
+            await pilot.press("s", "s", "s", "s")  # bytes, pairs, last seen, VNI
+            await pilot.pause()
+            assert "sort VNI ▲" in screen_text(app)
+            assert vnis(app) == ["9", "77", "4242"]
+            await pilot.press("s")  # and round again
+            await pilot.pause()
+            assert "sort bits/s ▼" in screen_text(app)
+            # the order holds across refreshes
+            requests = server.requests
+            await wait_until(pilot, lambda: server.requests > requests + 2, what="more polls")
+            assert vnis(app) == ["4242", "77", "9"]
+
+    run(scenario())
+
+
+def test_filter_narrows_the_sessions(server):
+    async def scenario():
+        app = live_app(server.url)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: len(vnis(app)) == 3, what="three sessions")
+            await pilot.press("slash")
+            box = app.screen.query_one("#filter", Input)
+            assert box.has_focus
+            await pilot.press(*"eni-0777")
+            await pilot.pause()
+            assert vnis(app) == ["77"]
+            assert "1/3 sessions" in screen_text(app)
+            # keys that are bindings elsewhere are text in the filter box
+            box.value = ""
+            await pilot.press(*"gcp")
+            await pilot.pause()
+            assert vnis(app) == ["9"]  # matched on the cloud
+            box.value = ""
+            await pilot.press(*"AWS i-0def")  # several words, case-insensitive: all must match
+            await pilot.pause()
+            assert vnis(app) == ["4242"]
+            # the filter survives refreshes
+            requests = server.requests
+            await wait_until(pilot, lambda: server.requests > requests + 2, what="more polls")
+            assert vnis(app) == ["4242"]
+            await pilot.press("enter")  # keep the filter, back to the table
+            assert app.screen.query_one("#sessions", DataTable).has_focus
+            assert vnis(app) == ["4242"]
+            await pilot.press("escape")  # Esc clears it
+            await pilot.pause()
+            assert box.value == ""
+            assert vnis(app) == ["4242", "77", "9"]
+            assert app.is_running
+
+    run(scenario())
+
+
+def test_pause_stops_updates_and_resume_catches_up(server):
+    async def scenario():
+        app = live_app(server.url)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for_text(pilot, "1k pkts/s")
+            await pilot.press("p")
+            await pilot.pause()
+            assert "PAUSED" in screen_text(app)
+            await pilot.pause(0.15)  # let a poll already in flight land (and be ignored)
+            requests = server.requests
+            fetches = app.states[server.url].fetches
+            doc = sample_status()
+            doc["rates"]["packets_per_s"] = 7777.0
+            server.set(doc)
+            await pilot.pause(0.8)  # eight poll intervals
+            assert server.requests == requests, "no polling while paused"
+            assert app.states[server.url].fetches == fetches
+            text = screen_text(app)
+            assert "1k pkts/s" in text and "7.8k" not in text
+            await pilot.press("p")
+            text = await wait_for_text(pilot, "7.8k pkts/s")
+            assert "PAUSED" not in text
+
+    run(scenario())
+
+
+def test_refresh_now_does_not_wait_for_the_interval(server):
+    async def scenario():
+        app = live_app(server.url, interval=30.0)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for_text(pilot, "1k pkts/s", "every 30s")
+            doc = sample_status()
+            doc["rates"]["packets_per_s"] = 4200.0
+            server.set(doc)
+            await pilot.press("r")
+            await wait_for_text(pilot, "4.2k pkts/s", timeout=3)
+
+    run(scenario())
+
+
+def test_unreachable_is_shown_retried_and_recovers():
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+
+    async def scenario():
+        app = live_app(url)
+        async with app.run_test(size=SIZE) as pilot:
+            text = await wait_for_text(pilot, "unreachable", "connection refused")
+            assert "retrying in" in text or "retrying now" in text
+            assert f"127.0.0.1:{port}" in text
+            assert "no data yet" in text
+            failures = app.states[url].failures
+            await wait_until(pilot, lambda: app.states[url].failures >= failures + 2,
+                             what="retries")
+            assert app.is_running
+            # keys still work while it keeps failing
+            await pilot.press("question_mark")
+            await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
+            await pilot.press("escape")
+            await pilot.pause()
+            srv = StatusServer(sample_status(), port=port)
+            try:
+                text = await wait_for_text(pilot, "● ip-10-0-1-5", "1k pkts/s", timeout=5)
+                assert "unreachable" not in text
+                assert vnis(app) == ["4242", "77", "9"]
+            finally:
+                srv.close()
+
+    run(scenario())
+
+
+def test_appliance_going_away_keeps_its_last_figures(server):
+    async def scenario():
+        app = live_app(server.url)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for_text(pilot, "1k pkts/s")
+            server.close()
+            text = await wait_for_text(pilot, "unreachable", "figures below are from")
+            assert "ip-10-0-1-5" in text  # still named after its hostname
+            assert vnis(app) == ["4242", "77", "9"]  # last known sessions stay visible
+            assert app.screen.has_class("-stale")
+            assert app.is_running
+
+    run(scenario())
+
+
+def test_errors_and_odd_documents_never_crash(server):
+    async def scenario():
+        app = live_app(server.url)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for_text(pilot, "1k pkts/s")
+            server.status_code = 503
+            await wait_for_text(pilot, "unreachable", "HTTP 503")
+            server.status_code = 200
+            server.set(["not", "an", "object"])
+            await wait_for_text(pilot, "not a JSON object")
+            # an older/newer runtime: missing sections, wrong types, extra keys
+            server.set({"mode": "replay", "hostname": "old-box", "uptime_s": "soon",
+                        "sessions": [{"vni": "x"}, {"vni": 12, "packets_per_s": None,
+                                                    "eni": ["eni-a", "eni-b"]}, 7],
+                        "memory": None, "kafka": "weird", "drops": {"new_reason": 3},
+                        "totals": {"packets": True}, "future": {"key": 1}})
+            text = await wait_for_text(pilot, "old-box", "replay")
+            assert "new reason" in text
+            assert "unreachable" not in text
+            assert "12" in vnis(app)
+            assert "eni-a,eni-b" in row_text(app, 12)
+            assert app.is_running
+
+    run(scenario())
+
+
+def test_slow_appliance_does_not_block_the_keyboard():
+    """A server that accepts the connection and never answers: the poll is pending for
+    its whole timeout, and keys must still be handled at once."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)  # never accept(): the request just hangs
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+        async def scenario():
+            app = live_app(url, timeout=0.6)
+            async with app.run_test(size=SIZE) as pilot:
+                await pilot.pause(0.1)
+                assert "connecting" in screen_text(app)
+                await pilot.press("question_mark")
+                await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen),
+                                 timeout=0.5, what="help while a poll hangs")
+                await pilot.press("escape")
+                await wait_for_text(pilot, "timed out after 0.6s", timeout=3)
+
+        run(scenario())
+
+
+def test_fleet_view_and_drill_down(server, server2):
+    closed = f"http://127.0.0.1:{free_port()}"
+
+    async def scenario():
+        app = live_app(server.url, server2.url, closed)
+        async with app.run_test(size=SIZE) as pilot:
+            assert isinstance(app.screen, FleetScreen)
+            text = await wait_for_text(pilot, "ip-10-0-1-5", "ip-10-0-2-9", "unreachable")
+            assert "3 appliances" in text and "2 up" in text and "1 unreachable" in text
+            assert "3k pkts/s" in text  # 1k + 2k across the fleet
+            assert "kafka down on 1" in text and "failed 7" in text
+            table = app.screen.query_one("#fleet", DataTable)
+            assert table.row_count == 3
+            row2 = " | ".join(str(c) for c in table.get_row(server2.url))
+            for needle in ("ip-10-0-2-9", "● up", "gcp", "2k", "1 Gbit/s", "80", "down", "7"):
+                assert needle in row2, (needle, row2)
+            row3 = " | ".join(str(c) for c in table.get_row(closed))
+            assert "unreachable ↻" in row3  # with the seconds to the next retry
+
+            # drill down into the second appliance
+            await pilot.press("down", "enter")
+            await wait_until(pilot, lambda: isinstance(app.screen, ApplianceScreen),
+                             what="appliance screen")
+            assert app.screen.url == server2.url
+            text = await wait_for_text(pilot, "● ip-10-0-2-9", "kafka down", "2k pkts/s")
+            assert "Back" in text  # Esc is offered in the footer
+            doc = copy.deepcopy(server2.doc)
+            doc["rates"]["packets_per_s"] = 9100.0
+            server2.set(doc)
+            await wait_for_text(pilot, "9.1k pkts/s")
+            # Esc first clears a filter, and only then goes back
+            await pilot.press("slash", "4", "2")
+            await wait_for_text(pilot, "Clear filter")
+            assert vnis(app) == ["4242"]
+            await pilot.press("escape")
+            await pilot.pause()
+            assert isinstance(app.screen, ApplianceScreen) and len(vnis(app)) == 3
+            await wait_for_text(pilot, "Back")
+            await pilot.press("escape")
+            await wait_until(pilot, lambda: isinstance(app.screen, FleetScreen), what="fleet")
+            await wait_for_text(pilot, "10.1k pkts/s")  # fleet total follows too
+
+            # and into the unreachable one
+            await pilot.press("down", "enter")
+            await wait_until(pilot, lambda: isinstance(app.screen, ApplianceScreen),
+                             what="appliance screen")
+            assert app.screen.url == closed
+            await wait_for_text(pilot, "unreachable", "connection refused")
+
+    run(scenario())
+
+
+def test_help_interval_keys_and_quit(server):
+    async def scenario():
+        app = live_app(server.url, interval=1.0)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_for_text(pilot, "ip-10-0-1-5")
+            await pilot.press("question_mark")
+            await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
+            text = screen_text(app)
+            for needle in ("pause", "refresh", "filter", "sort", "quit"):
+                assert needle in text, needle
+            await pilot.press("escape")
+            await pilot.pause()
+            assert isinstance(app.screen, ApplianceScreen)
+            await pilot.press("minus")
+            assert app.interval == 2.0
+            await pilot.press("plus", "plus")
+            assert app.interval == 0.5
+            await wait_for_text(pilot, "every 0.5s")
+            await pilot.press("q")
+            await pilot.pause()
+            assert not app.is_running
+        assert app.return_code == 0
+
+    run(scenario())
+
+
+def test_fits_80x24(server):
+    async def scenario():
+        app = live_app(server.url)
+        async with app.run_test(size=(80, 24)) as pilot:
+            text = await wait_for_text(pilot, "ip-10-0-1-5", "Quit")  # the footer comes last
+            lines = text.splitlines()
+            assert len(lines) == 24 and all(len(line) <= 80 for line in lines)
+            for needle in ("1k pkts/s", "Throughput", "Memory", "Kafka", "RSS", "queue 10",
+                           "VNI", "4242", "eni-0abc", "bits/s", "Quit", "Help", "Pause"):
+                assert needle in text, needle
+
+    run(scenario())

@@ -1,0 +1,150 @@
+"""SVG snapshots of the main screens (pytest-textual-snapshot).
+
+Deterministic by construction: fixed figures served by real /status endpoints on fixed
+local ports (they appear on screen), a fixed injected clock, a fixed terminal size, and
+``live=False`` so that no poller or timer runs: the test reads the endpoints itself with
+``poll_once()`` before the screenshot. Regenerate with
+``pytest tests/tui/test_snapshots.py --snapshot-update`` and look at the SVGs.
+"""
+
+from __future__ import annotations
+
+import copy
+import socket
+
+import pytest
+from statusd import NOW, StatusServer, sample_status
+
+from tui.app import ConsoleApp
+
+PORT_A, PORT_B, PORT_CLOSED = 47311, 47312, 47313
+# a throughput history with some shape for the sparklines
+WAVE = (0.55, 0.6, 0.7, 0.9, 1.0, 0.95, 0.8, 0.85, 1.1, 1.3, 1.2, 1.0)
+
+
+class Clock:
+    def __init__(self, t: float = NOW + 0.6) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def fixed_server(port: int, doc: dict) -> StatusServer:
+    try:
+        return StatusServer(doc, port=port)
+    except OSError as exc:
+        pytest.skip(f"snapshot port {port} is in use here: {exc}")
+
+
+@pytest.fixture
+def server_a():
+    srv = fixed_server(PORT_A, sample_status())
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def server_b():
+    doc = sample_status(hostname="ip-10-0-2-9", mode="gcp", workers=4, uptime_s=86400 * 3 + 7200)
+    doc["rates"] = {"packets_per_s": 250000.0, "bytes_per_s": 150_000_000.0,
+                    "pairs_per_s": 3200.0}
+    doc["kafka"].update(state="down", queued=5000, spooled=120000, spool_bytes=96 << 20,
+                        failed=37)
+    doc["memory"].update(rss_bytes=470 << 20, buffer_bytes=330 << 20,
+                         active_connections=3900)
+    srv = fixed_server(PORT_B, doc)
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def closed_port():
+    with socket.socket() as s:  # nothing may listen there
+        try:
+            s.bind(("127.0.0.1", PORT_CLOSED))
+        except OSError:
+            pytest.skip(f"port {PORT_CLOSED} is in use here")
+    return f"http://127.0.0.1:{PORT_CLOSED}"
+
+
+def app_for(*urls: str, clock: Clock | None = None) -> ConsoleApp:
+    return ConsoleApp(list(urls), interval=1.0, history_s=60, clock=clock or Clock(),
+                      live=False)
+
+
+async def feed_history(app: ConsoleApp, *servers: StatusServer) -> None:
+    """Poll every endpoint once per WAVE step, scaling each server's rates."""
+    bases = [copy.deepcopy(s.doc) for s in servers]
+    for factor in WAVE:
+        for srv, base in zip(servers, bases):
+            doc = copy.deepcopy(base)
+            doc["rates"] = {k: v * factor for k, v in base["rates"].items()}
+            srv.set(doc)
+        await app.poll_once()
+    for srv, base in zip(servers, bases):
+        srv.set(base)
+    await app.poll_once()
+
+
+def test_appliance_120x40(snap_compare, server_a):
+    """The appliance screen with history in the plots, sorted by bits/s."""
+    app = app_for(server_a.url)
+    assert snap_compare(app, terminal_size=(120, 40),
+                        run_before=lambda pilot: feed_history(pilot.app, server_a))
+
+
+def test_appliance_80x24(snap_compare, server_a):
+    """The smallest supported terminal."""
+    app = app_for(server_a.url)
+    assert snap_compare(app, terminal_size=(80, 24),
+                        run_before=lambda pilot: feed_history(pilot.app, server_a))
+
+
+def test_appliance_sorted_and_filtered(snap_compare, server_a):
+    """Sorted by total packets, filtered to the AWS sessions."""
+    app = app_for(server_a.url)
+    assert snap_compare(app, terminal_size=(120, 30),
+                        press=["s", "s", "s", "slash", "a", "w", "s", "enter"],
+                        run_before=lambda pilot: feed_history(pilot.app, server_a))
+
+
+def test_appliance_unreachable_80x24(snap_compare, closed_port):
+    """An appliance that never answered: red, with the retry countdown and the reason."""
+    app = app_for(closed_port)
+    assert snap_compare(app, terminal_size=(80, 24),
+                        run_before=lambda pilot: pilot.app.poll_once())
+
+
+def test_appliance_gone_stale(snap_compare, server_a):
+    """Answered, then went away: the last figures stay, dimmed, with their age."""
+    clock = Clock()
+    app = app_for(server_a.url, clock=clock)
+
+    async def before(pilot):
+        await feed_history(pilot.app, server_a)
+        server_a.close()
+        clock.t += 35
+        await pilot.app.poll_once()
+
+    assert snap_compare(app, terminal_size=(100, 30), run_before=before)
+
+
+def test_fleet_120x30(snap_compare, server_a, server_b, closed_port):
+    """Three appliances: a healthy one, a loaded one with Kafka down, an unreachable one."""
+    app = app_for(server_a.url, server_b.url, closed_port)
+    assert snap_compare(app, terminal_size=(120, 30),
+                        run_before=lambda pilot: feed_history(pilot.app, server_a, server_b))
+
+
+def test_fleet_drill_down(snap_compare, server_a, server_b, closed_port):
+    """Enter on the second appliance of the fleet."""
+    app = app_for(server_a.url, server_b.url, closed_port)
+    assert snap_compare(app, terminal_size=(120, 36), press=["down", "enter"],
+                        run_before=lambda pilot: feed_history(pilot.app, server_a, server_b))
+
+
+def test_help_80x24(snap_compare, server_a):
+    app = app_for(server_a.url)
+    assert snap_compare(app, terminal_size=(80, 24), press=["question_mark"],
+                        run_before=lambda pilot: pilot.app.poll_once())

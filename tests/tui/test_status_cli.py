@@ -1,0 +1,120 @@
+"""`appliance status` and `appliance tui` as a user runs them: subprocesses of the real CLI
+against a real /status endpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from statusd import free_port, sample_status
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def appliance(*args: str, columns: int = 160) -> subprocess.CompletedProcess:
+    env = dict(os.environ, COLUMNS=str(columns), NO_COLOR="1", PYTHONPATH=str(ROOT))
+    env.pop("FORCE_COLOR", None)
+    return subprocess.run([sys.executable, "-m", "appliance", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=30,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_status_json_is_the_document(server):
+    proc = appliance("status", "--url", server.url, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == server.doc
+    assert proc.stderr == ""
+
+
+def test_status_json_follows_the_figures(server):
+    doc = sample_status(hostname="changed-host")
+    doc["rates"]["pairs_per_s"] = 123.0
+    server.set(doc)
+    proc = appliance("status", "--url", server.url.replace("http://", "") + "/status", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["hostname"] == "changed-host" and out["rates"]["pairs_per_s"] == 123.0
+
+
+def test_status_table(server):
+    proc = appliance("status", "--url", server.url)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for needle in ("ip-10-0-1-5", server.url, "mode aws", "version 0.1.0", "up 2m03s",
+                   "2 workers", "1k pkts/s", "6.4 Mbit/s", "40 pairs/s", "123k packets",
+                   "94.2 MiB", "RSS 118 MiB / 500 MiB (24%)", "buffer 1 MiB / 400 MiB (0%)",
+                   "connections 45 / 4.1k (1%)", "akto.api.logs", "queued 10",
+                   "delivered 4.5k", "ignored port 345", "cloud metadata 12",
+                   "malformed 3", "sessions (3)", "4242", "eni-0abc", "i-0def",
+                   "tms-0123456789abcdef0", "policy mirror-web-tier", "6.3 Mbit/s",
+                   "10m ago"):
+        assert needle in out, (needle, out)
+    # workers table
+    assert "1234" in out and "57.2 MiB" in out
+
+
+def test_status_table_in_a_narrow_terminal(server):
+    proc = appliance("status", "--url", server.url, columns=80)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "ip-10-0-1-5" in out and "4242" in out and "eni-0abc" in out and "1k" in out
+    assert all(len(line) <= 80 for line in out.splitlines())
+
+
+def test_status_unreachable_is_one_line_and_non_zero():
+    url = f"http://127.0.0.1:{free_port()}"
+    proc = appliance("status", "--url", url)
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [f"appliance: error: cannot read {url}/status: connection refused"]
+    proc = appliance("status", "--url", url, "--json")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_status_http_error_and_not_json(server):
+    server.status_code = 503
+    proc = appliance("status", "--url", server.url)
+    assert proc.returncode == 1
+    assert "HTTP 503" in proc.stderr and "Traceback" not in proc.stderr
+    server.status_code = 200
+    server.set([1, 2, 3])
+    proc = appliance("status", "--url", server.url, "--json")
+    assert proc.returncode == 1
+    assert "not a JSON object" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_bad_url_and_interval_are_usage_errors():
+    proc = appliance("status", "--url", "ftp://example.com")
+    assert proc.returncode == 2 and "not an http(s) URL" in proc.stderr
+    proc = appliance("tui", "--url", "http://host:notaport")
+    assert proc.returncode == 2 and "bad port" in proc.stderr
+    proc = appliance("tui", "--interval", "0")
+    assert proc.returncode == 2 and "must be more than 0" in proc.stderr
+
+
+def test_tui_without_a_terminal_says_so(server):
+    proc = appliance("tui", "--url", server.url)
+    assert proc.returncode == 2
+    assert "needs a terminal" in proc.stderr and "appliance status" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_help_lists_the_commands_and_register_is_light():
+    proc = appliance("--help")
+    assert proc.returncode == 0
+    assert "tui" in proc.stdout and "status" in proc.stdout
+    proc = appliance("tui", "--help")
+    assert "--url" in proc.stdout and "--interval" in proc.stdout
+    # registering the sub-commands must not pull in Textual or httpx
+    code = ("import sys, argparse; import tui.cli as c; "
+            "p = argparse.ArgumentParser(); c.register(p.add_subparsers()); "
+            "heavy = [m for m in ('textual', 'httpx', 'rich') if m in sys.modules]; "
+            "print(heavy)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
