@@ -169,3 +169,21 @@ def test_non_tcp_is_counted():
     d = Decoder()
     assert d.decode(0.0, 1, frame) is None
     assert d.counts["not_tcp"] == 1
+
+
+def test_fast_paths_agree_with_the_general_decoder():
+    """The inlined Ethernet/IPv4/TCP path (plain, VXLAN-wrapped, and VXLAN socket payload)
+    must give exactly what the general layered decoder gives."""
+    from appliance.core.decode import LINKTYPE_VXLAN_PAYLOAD
+
+    d = Decoder()
+    c = synth.Conversation(client="10.1.2.3", server="10.9.8.7", cport=5555, sport=8080)
+    c.handshake().exchange(REQ, synth.http_response(200, b"x" * 3000)).close()
+    for _, f in c.frames:
+        padded = f + b"\0" * 20  # trailing padding must be trimmed identically
+        assert d.decode(0.0, 1, padded) == d._ether(0.0, padded, 0, 0, 0)
+        wrapped = synth.wrap_vxlan(f, 123456)
+        assert d.decode(0.0, 1, wrapped) == d._ether(0.0, wrapped, 0, 0, 0)
+        assert d.decode(0.0, 1, wrapped)[0] == 123456
+        payload = synth.vxlan(f, 99)
+        assert d.decode(0.0, LINKTYPE_VXLAN_PAYLOAD, payload) == d._vxlan(0.0, payload, 0, len(payload), 0, 0)

@@ -80,6 +80,21 @@ _IPV6_NONE = 59
 MAX_TUNNEL_DEPTH = 4
 
 
+def _fast_ether_tcp(buf: bytes, o: int, vni: int):
+    """The common case, inlined: Ethernet at `o` / IPv4 without options or fragmentation
+    / TCP.  Returns the decode tuple, or None to fall back to the general path (which
+    handles every other case, and counts what it rejects)."""
+    if (len(buf) >= o + 54 and buf[o + 12] == 8 and buf[o + 13] == 0 and buf[o + 14] == 0x45
+            and buf[o + 23] == 6 and not buf[o + 20] & 0x3F and not buf[o + 21]):
+        end = o + 14 + ((buf[o + 16] << 8) | buf[o + 17])
+        sport, dport, seq, ack, offflags = _TCP.unpack_from(buf, o + 34)
+        doff = o + 34 + ((offflags >> 12) << 2)
+        if doff >= o + 54 and doff <= end <= len(buf):
+            return (vni, buf[o + 26:o + 30], buf[o + 30:o + 34], sport, dport, seq, ack,
+                    offflags & 0x1FF, buf[doff:end])
+    return None
+
+
 class FragmentCache:
     """IPv4/IPv6 fragment reassembly, bounded in datagrams and bytes, timed on packet time."""
 
@@ -158,17 +173,21 @@ class Decoder:
     # -- link layer -------------------------------------------------------------------
     def decode(self, ts: float, linktype: int, buf: bytes):
         if linktype == LINKTYPE_ETHERNET:
-            # fast path: Ethernet / IPv4 without options or fragmentation / TCP, the bulk
-            # of mirrored traffic; anything else takes the general path below
-            if (buf[12:14] == b"\x08\x00" and len(buf) >= 54 and buf[14] == 0x45
-                    and buf[23] == 6 and not buf[20] & 0x3F and not buf[21]):
-                end = 14 + ((buf[16] << 8) | buf[17])
-                sport, dport, seq, ack, offflags = _TCP.unpack_from(buf, 34)
-                doff = 34 + ((offflags >> 12) << 2)
-                if doff >= 54 and end >= doff and end <= len(buf):
-                    return (0, buf[26:30], buf[30:34], sport, dport, seq, ack, offflags & 0x1FF,
-                            buf[doff:end])
+            r = _fast_ether_tcp(buf, 0, 0)
+            if r is not None:
+                return r
+            # an outer Ethernet/IPv4/UDP to the VXLAN port around a plain inner frame
+            if (len(buf) >= 104 and buf[23] == 17 and buf[14] == 0x45
+                    and buf[12:14] == b"\x08\x00" and not buf[20] & 0x3F and not buf[21]
+                    and (buf[36] << 8 | buf[37]) == self.vxlan_port and buf[42] & 0x08):
+                r = _fast_ether_tcp(buf, 50, (buf[46] << 16) | (buf[47] << 8) | buf[48])
+                if r is not None:
+                    return r
             return self._ether(ts, buf, 0, 0, 0)
+        if linktype == LINKTYPE_VXLAN_PAYLOAD and len(buf) >= 8 and buf[0] & 0x08:
+            r = _fast_ether_tcp(buf, 8, (buf[4] << 16) | (buf[5] << 8) | buf[6])
+            if r is not None:
+                return r
         if linktype in (LINKTYPE_RAW, LINKTYPE_RAW_ALT12, LINKTYPE_RAW_ALT14,
                         LINKTYPE_IPV4, LINKTYPE_IPV6):
             return self._ip(ts, buf, 0, len(buf), 0, 0)
