@@ -121,7 +121,7 @@ def test_sort_cycles_through_columns_and_reverses(server):
 
 def test_filter_narrows_the_sessions(server):
     async def scenario():
-        app = live_app(server.url)
+        app = live_app(server.url, interval=0.3)
         async with app.run_test(size=SIZE) as pilot:
             await wait_until(pilot, lambda: len(vnis(app)) == 3, what="three sessions")
             await pilot.press("slash")

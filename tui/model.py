@@ -1,0 +1,259 @@
+"""What the console knows about each appliance, read tolerantly from ``/status``.
+
+docs/status.md is the contract, but the runtime evolves in parallel and an operator may
+point the console at an older or newer appliance: every accessor here ignores unknown keys,
+treats a missing or mistyped figure as "not known" (``None``) and never raises.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from tui.client import display_name
+
+# Sort keys for the sessions table, in the order `s` cycles through them.
+# (key, label, descending by default)
+SORT_KEYS: tuple[tuple[str, str, bool], ...] = (
+    ("bytes_per_s", "bits/s", True),
+    ("packets_per_s", "pkts/s", True),
+    ("pairs_per_s", "pairs/s", True),
+    ("packets", "packets", True),
+    ("bytes", "bytes", True),
+    ("pairs", "pairs", True),
+    ("last_seen", "last seen", True),
+    ("vni", "VNI", False),
+)
+
+# Short names for the drop reasons of docs/status.md; unknown reasons are shown as sent.
+DROP_LABELS = {
+    "filter_discovery_config": "discovery config",
+    "filter_ip_host": "ip/host filter",
+    "filter_cloud_metadata": "cloud metadata",
+    "filter_egress": "egress filter",
+    "ignored_port": "ignored port",
+    "evicted_connection_limit": "evict: conn limit",
+    "evicted_buffer_limit": "evict: buffer limit",
+}
+
+
+def num(value) -> float | None:
+    """A finite number, or None (bools, strings, NaN and null are 'not known')."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def dig(doc, *keys, default=None):
+    """doc[k1][k2]... or ``default`` when any level is missing or not a dict."""
+    cur = doc
+    for key in keys:
+        if not isinstance(cur, dict) or key not in cur:
+            return default
+        cur = cur[key]
+    return default if cur is None else cur
+
+
+def text(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        value = ",".join(str(v) for v in value if v is not None)
+    value = str(value).strip()
+    return value or None
+
+
+def drop_label(reason: str) -> str:
+    return DROP_LABELS.get(reason, reason.replace("_", " "))
+
+
+@dataclass
+class Session:
+    """One row of the sessions table."""
+
+    vni: int | None
+    packets: float | None
+    bytes: float | None
+    pairs: float | None
+    packets_per_s: float | None
+    bytes_per_s: float | None
+    pairs_per_s: float | None
+    last_seen_ago: float | None  # seconds before the document's "now"
+    cloud: str | None
+    session_id: str | None
+    eni: str | None
+    instance: str | None
+    policy: str | None
+
+    @property
+    def key(self) -> str:
+        return f"vni-{self.vni}" if self.vni is not None else f"vni-?{id(self)}"
+
+    @property
+    def source(self) -> str | None:
+        """The mirror source in one phrase: the ENI on AWS, the policy on GCP."""
+        return self.eni or self.policy or self.session_id
+
+    def haystack(self) -> str:
+        parts = [str(self.vni) if self.vni is not None else "", self.cloud, self.session_id,
+                 self.eni, self.instance, self.policy]
+        return " ".join(p for p in parts if p).lower()
+
+    def sort_value(self, key: str) -> float:
+        if key == "last_seen":  # most recent first when descending
+            return -self.last_seen_ago if self.last_seen_ago is not None else -math.inf
+        value = getattr(self, key)
+        return value if value is not None else -math.inf
+
+
+def sessions(doc: dict | None) -> list[Session]:
+    rows = dig(doc, "sessions", default=[])
+    if isinstance(rows, dict):  # tolerate {"4242": {...}}
+        rows = [dict(v, vni=v.get("vni", k)) for k, v in rows.items() if isinstance(v, dict)]
+    if not isinstance(rows, list):
+        return []
+    now = num(dig(doc, "now"))
+    out = []
+    for row in rows:
+        if not isinstance(row, dict):
+            continue
+        vni = row.get("vni")
+        try:
+            vni = int(vni) if vni is not None and not isinstance(vni, bool) else None
+        except (TypeError, ValueError):
+            vni = None
+        last = num(row.get("last_seen"))
+        ago = max(0.0, now - last) if (now is not None and last is not None and last > 0) else None
+        out.append(Session(
+            vni=vni,
+            packets=num(row.get("packets")), bytes=num(row.get("bytes")),
+            pairs=num(row.get("pairs")),
+            packets_per_s=num(row.get("packets_per_s")), bytes_per_s=num(row.get("bytes_per_s")),
+            pairs_per_s=num(row.get("pairs_per_s")),
+            last_seen_ago=ago,
+            cloud=text(row.get("cloud")), session_id=text(row.get("session_id")),
+            eni=text(row.get("eni")), instance=text(row.get("instance")),
+            policy=text(row.get("policy")),
+        ))
+    return out
+
+
+def filter_sessions(rows: list[Session], query: str) -> list[Session]:
+    """Every whitespace-separated word of ``query`` must appear (case-insensitive)."""
+    words = query.lower().split()
+    if not words:
+        return list(rows)
+    return [r for r in rows if all(w in r.haystack() for w in words)]
+
+
+def sort_sessions(rows: list[Session], key: str, descending: bool) -> list[Session]:
+    # Ties (e.g. many idle sessions at 0/s) always come out in VNI order, so rows do not
+    # jump around between refreshes.
+    by_vni = sorted(rows, key=lambda r: (r.vni is None, r.vni or 0))
+    return sorted(by_vni, key=lambda r: r.sort_value(key), reverse=descending)
+
+
+def drops(doc: dict | None) -> list[tuple[str, float]]:
+    """(reason, count) with the largest first; zero counts left out."""
+    raw = dig(doc, "drops", default={})
+    if not isinstance(raw, dict):
+        return []
+    out = [(str(k), v) for k, v in ((k, num(v)) for k, v in raw.items()) if v]
+    return sorted(out, key=lambda kv: (-kv[1], kv[0]))
+
+
+def workers(doc: dict | None) -> list[dict]:
+    rows = dig(doc, "memory", "workers", default=[])
+    return [w for w in rows if isinstance(w, dict)] if isinstance(rows, list) else []
+
+
+@dataclass
+class Sample:
+    packets_per_s: float
+    bytes_per_s: float
+    pairs_per_s: float
+
+
+def rates(doc: dict | None, previous: dict | None = None) -> Sample | None:
+    """The document's rates; when it has none, derived from the totals of the previous
+    document (same appliance, same start) and the two ``now`` stamps."""
+    r = dig(doc, "rates", default={})
+    values = [num(dig(r, k)) for k in ("packets_per_s", "bytes_per_s", "pairs_per_s")]
+    if all(v is not None for v in values):
+        return Sample(*values)  # type: ignore[arg-type]
+    if previous is None or dig(doc, "started_at") != dig(previous, "started_at"):
+        return None
+    t1, t0 = num(dig(doc, "now")), num(dig(previous, "now"))
+    if t1 is None or t0 is None or t1 <= t0:
+        return None
+    derived = []
+    for i, k in enumerate(("packets", "bytes", "pairs")):
+        if values[i] is not None:
+            derived.append(values[i])
+            continue
+        a, b = num(dig(doc, "totals", k)), num(dig(previous, "totals", k))
+        derived.append(max(0.0, (a - b) / (t1 - t0)) if a is not None and b is not None else 0.0)
+    return Sample(*derived)
+
+
+@dataclass
+class ApplianceState:
+    """Everything the console holds for one URL; mutated only on the UI's event loop."""
+
+    url: str
+    history_len: int = 300
+    status: dict | None = None         # the last document read successfully
+    error: str | None = None           # why the last attempt failed; None when it worked
+    last_ok: float | None = None       # clock() of the last success
+    last_attempt: float | None = None
+    next_attempt: float | None = None  # clock() of the next scheduled attempt
+    failures: int = 0                  # consecutive
+    fetches: int = 0                   # successful reads, for tests and the help screen
+    history: deque = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.history is None:
+            self.history = deque(maxlen=max(2, self.history_len))
+
+    @property
+    def name(self) -> str:
+        host = text(dig(self.status, "hostname"))
+        return host or display_name(self.url)
+
+    @property
+    def reachable(self) -> bool:
+        return self.error is None and self.status is not None
+
+    @property
+    def connecting(self) -> bool:
+        return self.status is None and self.error is None
+
+    def record_ok(self, doc: dict, now: float) -> None:
+        sample = rates(doc, self.status)
+        if self.status is not None and dig(doc, "started_at") != dig(self.status, "started_at"):
+            self.history.clear()  # the appliance restarted: older rates are another process
+        if sample is not None:
+            self.history.append(sample)
+        self.status = doc
+        self.error = None
+        self.failures = 0
+        self.last_ok = now
+        self.last_attempt = now
+        self.fetches += 1
+
+    def record_error(self, reason: str, now: float) -> None:
+        self.error = reason
+        self.failures += 1
+        self.last_attempt = now
+
+    def retry_delay(self, interval: float, max_backoff: float) -> float:
+        """Poll interval while healthy; doubling from it on consecutive failures."""
+        if not self.failures:
+            return interval
+        return min(max_backoff, interval * (2 ** min(self.failures - 1, 16)))
+
+    def series(self, key: str) -> list[float]:
+        return [getattr(s, key) for s in self.history]

@@ -1,0 +1,202 @@
+"""Rich rendering shared by the console and `appliance status`: gauges, colours and the
+one-shot status report. Only rich (a base dependency) is imported here."""
+
+from __future__ import annotations
+
+from rich import box
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from tui import fmt
+from tui import model as m
+
+OK, WARN, BAD, DIM = "green", "yellow", "bold red", "dim"
+
+
+def level_style(percent: float | None) -> str:
+    if percent is None:
+        return DIM
+    if percent >= 90:
+        return BAD
+    if percent >= 70:
+        return WARN
+    return OK
+
+
+def kafka_style(state: str | None) -> str:
+    return {"up": OK, "down": BAD, "disabled": WARN}.get(state or "", DIM)
+
+
+def kafka_label(state: str | None) -> str:
+    if state == "disabled":
+        return "disabled (JSONL/stdout sink)"
+    return state or "unknown"
+
+
+def bar(percent: float | None, width: int) -> Text:
+    """A one-line gauge: ``██████░░░░``; grey when the limit is not known."""
+    width = max(1, width)
+    if percent is None:
+        return Text("·" * width, style=DIM)
+    filled = min(width, round(min(percent, 100.0) / 100.0 * width))
+    if percent > 0 and filled == 0:
+        filled = 1  # something is in use: never show an empty gauge
+    out = Text("█" * filled, style=level_style(percent))
+    out.append("░" * (width - filled), style="grey39")
+    return out
+
+
+def gauge(label: str, used, limit, width: int, show=fmt.size, label_width: int = 5) -> Text:
+    """``RSS  ████░░░░ 118 MiB / 500 MiB``, shortened to fit ``width``."""
+    pct = fmt.percent(used, limit)
+    head = Text(f"{label:<{label_width}}", style="bold")
+    if pct is None:
+        tail = Text(f"{show(used)}" + ("" if limit is None else f" / {show(limit)}"))
+        if m.num(limit) is None:
+            tail.append("  no limit", style=DIM)
+        return head + tail
+    style = level_style(pct)
+    candidates = (
+        (Text(" ") + Text(f"{show(used)} / {show(limit)}") + Text(f" {pct:3.0f}%", style=style), 8),
+        (Text(" ") + Text(f"{show(used)} / {show(limit)}"), 8),
+        (Text(f" {pct:3.0f}% ", style=style) + Text(show(used)), 4),
+        (Text(f" {pct:3.0f}%", style=style), 4),
+    )
+    for tail, min_bar in candidates:
+        room = width - len(head) - len(tail)
+        if room >= min_bar:
+            return head + bar(pct, room) + tail
+    return head + Text(f"{pct:.0f}%", style=style)
+
+
+# --------------------------------------------------------------------------------------
+# `appliance status`: the same figures once, for a terminal or a log
+# --------------------------------------------------------------------------------------
+
+
+def _kv(rows) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold cyan", no_wrap=True)
+    grid.add_column()
+    for key, value in rows:
+        grid.add_row(key, value)
+    return grid
+
+
+def _joined(*parts) -> Text:
+    out = Text()
+    for part in parts:
+        if part is None:
+            continue
+        if out:
+            out.append("  ")
+        out.append(part if isinstance(part, Text) else Text(str(part)))
+    return out
+
+
+def status_report(doc: dict, url: str, width: int | None = None) -> Group:
+    """The whole /status document as a rich renderable, for a console ``width`` wide."""
+    d = m.dig
+    totals, mem, kafka = d(doc, "totals", default={}), d(doc, "memory", default={}), \
+        d(doc, "kafka", default={})
+    name = m.text(d(doc, "hostname")) or url
+    title = Text(name, style="bold")
+    title.append(f"  {url}", style=DIM)
+
+    state = m.text(d(kafka, "state"))
+    head = _joined(
+        Text(f"mode {d(doc, 'mode', default='-')}"),
+        f"version {d(doc, 'version', default='-')}",
+        f"up {fmt.duration(d(doc, 'uptime_s'))}",
+        f"{fmt.count(d(doc, 'workers'))} workers",
+    )
+    kafka_line = Text(kafka_label(state), style=kafka_style(state))
+    brokers, topic = m.text(d(kafka, "brokers")), m.text(d(kafka, "topic"))
+    if brokers or topic:
+        kafka_line.append(f"  {brokers or '?'} → {topic or '?'}", style=DIM)
+    kafka_counts = _joined(
+        f"queued {fmt.count(d(kafka, 'queued'))}",
+        f"spooled {fmt.count(d(kafka, 'spooled'))} ({fmt.size(d(kafka, 'spool_bytes'))})",
+        f"delivered {fmt.count(d(kafka, 'delivered'))}",
+        Text(f"failed {fmt.count(d(kafka, 'failed'))}",
+             style=WARN if m.num(d(kafka, "failed")) else ""),
+        Text(f"dropped {fmt.count(d(kafka, 'dropped'))}",
+             style=BAD if m.num(d(kafka, "dropped")) else ""),
+    )
+    r = m.rates(doc)
+    rates = _joined(
+        f"{fmt.rate(r.packets_per_s if r else None, '')} pkts/s",
+        fmt.bits(r.bytes_per_s if r else None),
+        f"{fmt.rate(r.pairs_per_s if r else None, '')} pairs/s",
+    )
+    total_line = _joined(
+        f"{fmt.count(d(totals, 'packets'))} packets", fmt.size(d(totals, "bytes")),
+        f"{fmt.count(d(totals, 'pairs'))} pairs", f"pending {fmt.count(d(totals, 'pending'))}",
+        f"connections {fmt.count(d(totals, 'active_connections'))} active / "
+        f"{fmt.count(d(totals, 'connections'))} seen",
+    )
+    errors = _joined(*(f"{label} {fmt.count(d(totals, key))}" for key, label in (
+        ("malformed", "malformed"), ("gaps", "gaps"), ("orphan_responses", "orphan responses"),
+        ("decode_errors", "decode errors"))))
+    memory = _joined(
+        f"RSS {fmt.size(d(mem, 'rss_bytes'))} / "
+        f"{fmt.size(d(mem, 'limit_bytes')) if m.num(d(mem, 'limit_bytes')) else 'no limit'}"
+        f" ({fmt.pct(d(mem, 'rss_bytes'), d(mem, 'limit_bytes'))})",
+        f"buffer {fmt.size(d(mem, 'buffer_bytes'))} / {fmt.size(d(mem, 'buffer_limit_bytes'))}"
+        f" ({fmt.pct(d(mem, 'buffer_bytes'), d(mem, 'buffer_limit_bytes'))})",
+        f"connections {fmt.count(d(mem, 'active_connections'))} / "
+        f"{fmt.count(d(mem, 'max_connections'))}"
+        f" ({fmt.pct(d(mem, 'active_connections'), d(mem, 'max_connections'))})",
+    )
+    drop_rows = m.drops(doc)
+    drops = _joined(*(f"{m.drop_label(k)} {fmt.count(v)}" for k, v in drop_rows)) \
+        if drop_rows else Text("none", style=DIM)
+
+    parts: list = [title, _kv([
+        ("appliance", head), ("throughput", rates), ("totals", total_line), ("errors", errors),
+        ("memory", memory), ("kafka", kafka_line), ("", kafka_counts), ("drops", drops),
+    ])]
+
+    workers = m.workers(doc)
+    if workers:
+        wt = Table(box=box.SIMPLE_HEAD, title="workers", title_justify="left",
+                   title_style="bold cyan", pad_edge=False)
+        for col in ("id", "pid", "RSS", "buffer", "conns", "packets"):
+            wt.add_column(col, justify="right" if col != "id" else "left", no_wrap=True)
+        for w in workers:
+            wt.add_row(str(w.get("id", "-")), str(w.get("pid", "-")), fmt.size(w.get("rss_bytes")),
+                       fmt.size(w.get("buffer_bytes")), fmt.count(w.get("active_connections")),
+                       fmt.count(w.get("packets")))
+        parts.append(wt)
+
+    rows = m.sort_sessions(m.sessions(doc), "vni", False)
+    st = Table(box=box.SIMPLE_HEAD, title=f"sessions ({len(rows)})", title_justify="left",
+               title_style="bold cyan", pad_edge=False)
+    wide = width is None or width >= 110  # narrow: leave out the totals, keep the source
+    st.add_column("VNI", no_wrap=True)
+    st.add_column("source", overflow="fold", min_width=12)
+    cols = ("pkts/s", "bits/s", "pairs/s", "last seen") + (("packets", "bytes", "pairs")
+                                                           if wide else ())
+    for col in cols:
+        st.add_column(col, justify="right", no_wrap=True)
+    for row in rows:
+        cells = [str(row.vni if row.vni is not None else "?"), source_text(row),
+                 fmt.rate(row.packets_per_s, ""), fmt.bits(row.bytes_per_s),
+                 fmt.rate(row.pairs_per_s, ""), fmt.ago(row.last_seen_ago)]
+        if wide:
+            cells += [fmt.count(row.packets), fmt.size(row.bytes), fmt.count(row.pairs)]
+        st.add_row(*cells)
+    parts.append(st)
+    return Group(*parts)
+
+
+def source_text(row: m.Session) -> str:
+    """Where a session's traffic comes from, as much as is known."""
+    bits = []
+    if row.policy:
+        bits.append(f"policy {row.policy}")
+    for value in (row.eni, row.instance, row.session_id):
+        if value:
+            bits.append(value)
+    return " ".join(bits) or "-"
