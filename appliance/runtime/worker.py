@@ -66,36 +66,38 @@ class Worker:
         """socks: [(socket, linktype)] this worker reads."""
         import select
 
+        from appliance.runtime.sources import BatchReceiver
+
         feed = self.pipeline.feed
         poller = select.poll()
         by_fd = {}
         for sock, lt in socks:
             poller.register(sock.fileno(), select.POLLIN)
-            by_fd[sock.fileno()] = (sock, lt)
+            by_fd[sock.fileno()] = (BatchReceiver(sock), lt)
         next_tick = time.monotonic() + 1.0
         while not self.stop.is_set():
             for fd, _ in poller.poll(200):
-                sock, lt = by_fd[fd]
-                recv = sock.recv
-                now = time.time()
-                for _ in range(512):
-                    try:
-                        data = recv(65535)
-                    except (BlockingIOError, InterruptedError):
+                rx, lt = by_fd[fd]
+                for _ in range(8):  # bounded, so ticks (sweeps, reports) keep happening
+                    batch = rx.receive()
+                    if not batch:
                         break
-                    feed(now, lt, data)
+                    now = time.time()
+                    for data in batch:
+                        feed(now, lt, data)
             self._drain()
             if time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + 1.0
                 self._tick()
         # drain what the kernel already queued for us, then finish
-        for sock, lt in socks:
+        for rx, lt in by_fd.values():
             while True:
-                try:
-                    data = sock.recv(65535)
-                except (BlockingIOError, InterruptedError, OSError):
+                batch = rx.receive()
+                if not batch:
                     break
-                self.pipeline.feed(time.time(), lt, data)
+                now = time.time()
+                for data in batch:
+                    self.pipeline.feed(now, lt, data)
         self._finish()
 
     def run_pcap(self, handle) -> None:

@@ -50,3 +50,31 @@ def test_both_directions_share_a_shard_and_fragments_hash_on_addresses():
     frag = synth.fragment_ipv4("192.0.2.7", "198.51.100.9", 6, b"z" * 64, 16, ident=3)
     fs = {shard_of(synth.vxlan(synth.ethernet(f, 0x0800), 1), 7) for f in frag}
     assert len(frag) == 4 and len(fs) == 1
+
+
+def test_batch_receiver_reads_many_datagrams_per_call():
+    import socket
+
+    from appliance.runtime.sources import BatchReceiver
+
+    rx_sock = udp_sockets("127.0.0.1", 0, 1)[0]
+    port = rx_sock.getsockname()[1]
+    rx = BatchReceiver(rx_sock, batch=64)
+    assert rx.libc is not None  # recvmmsg is available on Linux
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sent = [bytes([i]) * (100 + i * 37) for i in range(150)]
+    for d in sent:
+        tx.sendto(d, ("127.0.0.1", port))
+    time.sleep(0.2)
+    got = []
+    calls = 0
+    while True:
+        batch = rx.receive()
+        if not batch:
+            break
+        calls += 1
+        got += batch
+    assert got == sent and calls == 3
+    assert rx.receive() == []
+    tx.close()
+    rx_sock.close()
