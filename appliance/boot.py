@@ -207,8 +207,10 @@ class Resolution:
         return f"{self.cloud} metadata at {self.endpoint}: {parts}"
 
     def validate(self, run_args: list[str] | None = None) -> None:
-        from appliance.config import ConfigError, load_settings
+        from appliance.config import FLAG_NAMES, ConfigError, load_settings
 
+        flags = dict(FLAG_NAMES)
+        FLAG_NAMES.clear()  # the values came from metadata, not from `appliance run` flags
         try:
             load_settings(env=self.env)
         except ConfigError as exc:
@@ -216,6 +218,8 @@ class Resolution:
             name = msg.split()[1] if msg.startswith("invalid ") else ""
             where = self.sources.get(name)
             raise MetadataInvalid(f"{msg} (from {where})" if where else msg) from None
+        finally:
+            FLAG_NAMES.update(flags)
         run_args = run_args or []
         has_brokers = any(self.env.get(n, "").strip() for n in _aliases("kafka_brokers"))
         if not has_brokers and not any(a.split("=")[0] in ("--kafka", "--jsonl") for a in run_args):
