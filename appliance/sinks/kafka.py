@@ -181,8 +181,7 @@ class KafkaSink:
         reason = "fatal error" if self.need_reset else f"no delivery for {self.stall_secs:.0f}s"
         log.warning("recreating the Kafka producer (%s); %d queued messages go to the spool",
                     reason, len(self.producer))
-        self.producer.purge(in_queue=True, in_flight=True)
-        self.producer.flush(1.0)  # serves the purge callbacks, which spool
+        self._purge_to_spool()
         self.producer = self.factory(self.conf)
         self.resets += 1
         self.need_reset = False
@@ -206,9 +205,14 @@ class KafkaSink:
             if self.state == "down" and not len(self.producer):
                 break
         if len(self.producer):
-            self.producer.purge(in_queue=True, in_flight=True)
-            self.producer.flush(1.0)  # serves the purge callbacks, which spool
+            self._purge_to_spool()
         self.spool.close()
+
+    def _purge_to_spool(self) -> None:
+        """Take every queued or in-flight message back from librdkafka into the spool
+        (its delivery callbacks fire with a purge error, and spool the message)."""
+        self.producer.purge(in_queue=True, in_flight=True)
+        self.producer.flush(1.0)
 
 
 class JsonlWriter:
@@ -227,18 +231,6 @@ class JsonlWriter:
 
     def poll(self):
         pass
-
-    def _reset_producer(self) -> None:
-        reason = "fatal error" if self.need_reset else f"no delivery for {self.stall_secs:.0f}s"
-        log.warning("recreating the Kafka producer (%s); %d queued messages go to the spool",
-                    reason, len(self.producer))
-        self.producer.purge(in_queue=True, in_flight=True)
-        self.producer.flush(1.0)  # serves the purge callbacks, which spool
-        self.producer = self.factory(self.conf)
-        self.resets += 1
-        self.need_reset = False
-        self.state = "down"
-        self.last_progress = time.monotonic()
 
     def stats(self) -> dict:
         return {"state": "disabled", "brokers": "", "topic": "", "queued": 0, "spooled": 0,
