@@ -164,7 +164,8 @@ class StatusBar(StateView):
             Text(f"{fmt.rate(rates.packets_per_s if rates else None, '')} pkts/s", style="bold"),
             Text(fmt.bits(rates.bytes_per_s if rates else None), style="bold"),
             Text(f"{fmt.rate(rates.pairs_per_s if rates else None, '')} pairs/s", style="bold"),
-            f"conns {fmt.count(d(t, 'active_connections'))}/{fmt.count(d(t, 'connections'))}",
+            f"conns {fmt.count(d(t, 'active_connections'))} "
+            f"({fmt.count(d(t, 'connections'))} seen)",
             f"pending {fmt.count(d(t, 'pending'))}",
             *(Text(f"{lbl} {fmt.count(d(t, k))}", style=r.WARN if m.num(d(t, k)) else r.DIM)
               for k, lbl in errs),
@@ -401,6 +402,7 @@ class ApplianceScreen(ViewScreen):
         self.sort_index = 0
         self.descending = m.SORT_KEYS[0][2]
         self._row_keys: list[str] = []
+        self._cell_cache: dict[str, list[str]] = {}
         self._columns_for: tuple | None = None
 
     @property
@@ -476,17 +478,19 @@ class ApplianceScreen(ViewScreen):
             Text(row.session_id or "-", style="" if row.session_id else r.DIM),
         ]
 
-    def visible_sessions(self) -> list[m.Session]:
+    def visible_sessions(self, everything: list[m.Session] | None = None) -> list[m.Session]:
         query = self.query_one("#filter", Input).value
         key = m.SORT_KEYS[self.sort_index][0]
-        rows = m.filter_sessions(m.sessions(self.state.status), query)
-        return m.sort_sessions(rows, key, self.descending)
+        if everything is None:
+            everything = m.sessions(self.state.status)
+        return m.sort_sessions(m.filter_sessions(everything, query), key, self.descending)
 
     def _update_table(self) -> None:
         table = self.query_one("#sessions", DataTable)
         columns = self._columns()
         signature = tuple(columns)
-        rows = self.visible_sessions()
+        everything = m.sessions(self.state.status)
+        rows = self.visible_sessions(everything)
         keys = [row.key for row in rows]
         if signature != self._columns_for:
             table.clear(columns=True)
@@ -496,9 +500,15 @@ class ApplianceScreen(ViewScreen):
             self._columns_for = signature
             self._row_keys = []
         if keys == self._row_keys:
+            # same rows in the same order: touch only the cells whose text changed
             for row in rows:
-                for (col, *_), cell in zip(columns, self._cells(row)):
-                    table.update_cell(row.key, col, cell)
+                cells = self._cells(row)
+                plain = [c.plain + c.style.__str__() for c in cells]
+                old = self._cell_cache.get(row.key)
+                for i, ((col, *_), cell) in enumerate(zip(columns, cells)):
+                    if old is None or old[i] != plain[i]:
+                        table.update_cell(row.key, col, cell)
+                self._cell_cache[row.key] = plain
         else:
             current = None
             if table.row_count and self._row_keys:
@@ -506,14 +516,17 @@ class ApplianceScreen(ViewScreen):
                 current = self._row_keys[idx] if idx >= 0 else None
             scroll_y = table.scroll_y
             table.clear()
+            self._cell_cache = {}
             for row in rows:
-                table.add_row(*self._cells(row), key=row.key)
+                cells = self._cells(row)
+                table.add_row(*cells, key=row.key)
+                self._cell_cache[row.key] = [c.plain + c.style.__str__() for c in cells]
             self._row_keys = keys
             if current in keys:
                 table.move_cursor(row=keys.index(current), animate=False, scroll=False)
             if scroll_y:
                 self.call_after_refresh(table.scroll_to, y=scroll_y, animate=False)
-        total = len(m.sessions(self.state.status))
+        total = len(everything)
         label = m.SORT_KEYS[self.sort_index][1]
         counts = f"{len(rows)}/{total}" if len(rows) != total else f"{total}"
         self.query_one("#sort-label", Static).update(

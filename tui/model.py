@@ -87,10 +87,8 @@ class Session:
     eni: str | None
     instance: str | None
     policy: str | None
+    key: str = ""  # unique row key: vni-<VNI>, with #n for a VNI reported twice
 
-    @property
-    def key(self) -> str:
-        return f"vni-{self.vni}" if self.vni is not None else f"vni-?{id(self)}"
 
     @property
     def source(self) -> str | None:
@@ -117,6 +115,7 @@ def sessions(doc: dict | None) -> list[Session]:
         return []
     now = num(dig(doc, "now"))
     out = []
+    seen: dict[str, int] = {}
     for row in rows:
         if not isinstance(row, dict):
             continue
@@ -138,6 +137,9 @@ def sessions(doc: dict | None) -> list[Session]:
             eni=text(row.get("eni")), instance=text(row.get("instance")),
             policy=text(row.get("policy")),
         ))
+        key = f"vni-{vni}" if vni is not None else "vni-?"
+        seen[key] = seen.get(key, 0) + 1
+        out[-1].key = key if seen[key] == 1 else f"{key}#{seen[key]}"
     return out
 
 

@@ -113,7 +113,7 @@ def status_report(doc: dict, url: str, width: int | None = None) -> Group:
     )
     kafka_line = Text(kafka_label(state), style=kafka_style(state))
     brokers, topic = m.text(d(kafka, "brokers")), m.text(d(kafka, "topic"))
-    if brokers or topic:
+    if state != "disabled" and (brokers or topic):
         kafka_line.append(f"  {brokers or '?'} → {topic or '?'}", style=DIM)
     kafka_counts = _joined(
         f"queued {fmt.count(d(kafka, 'queued'))}",
@@ -139,10 +139,14 @@ def status_report(doc: dict, url: str, width: int | None = None) -> Group:
     errors = _joined(*(f"{label} {fmt.count(d(totals, key))}" for key, label in (
         ("malformed", "malformed"), ("gaps", "gaps"), ("orphan_responses", "orphan responses"),
         ("decode_errors", "decode errors"))))
+    rss = f"RSS {fmt.size(d(mem, 'rss_bytes'))}"
+    if m.num(d(mem, "limit_bytes")):
+        rss += (f" / {fmt.size(d(mem, 'limit_bytes'))}"
+                f" ({fmt.pct(d(mem, 'rss_bytes'), d(mem, 'limit_bytes'))})")
+    else:
+        rss += " (no limit)"
     memory = _joined(
-        f"RSS {fmt.size(d(mem, 'rss_bytes'))} / "
-        f"{fmt.size(d(mem, 'limit_bytes')) if m.num(d(mem, 'limit_bytes')) else 'no limit'}"
-        f" ({fmt.pct(d(mem, 'rss_bytes'), d(mem, 'limit_bytes'))})",
+        rss,
         f"buffer {fmt.size(d(mem, 'buffer_bytes'))} / {fmt.size(d(mem, 'buffer_limit_bytes'))}"
         f" ({fmt.pct(d(mem, 'buffer_bytes'), d(mem, 'buffer_limit_bytes'))})",
         f"connections {fmt.count(d(mem, 'active_connections'))} / "
@@ -187,7 +191,7 @@ def status_report(doc: dict, url: str, width: int | None = None) -> Group:
         if wide:
             cells += [fmt.count(row.packets), fmt.size(row.bytes), fmt.count(row.pairs)]
         st.add_row(*cells)
-    parts.append(st)
+    parts.append(st if rows else Text("sessions: none seen yet", style="bold cyan"))
     return Group(*parts)
 
 

@@ -48,7 +48,7 @@ def test_shows_the_figures_and_follows_changes(server):
             text = await wait_for_text(pilot, "ip-10-0-1-5")
             # header: mode, uptime, workers, Kafka state; then the headline rates
             for needle in ("aws", "kafka up", "up 2m03s", "2 workers", "v0.1.0",
-                           "1k pkts/s", "6.4 Mbit/s", "40 pairs/s", "conns 45/890",
+                           "1k pkts/s", "6.4 Mbit/s", "40 pairs/s", "conns 45 (890 seen)",
                            "pending 12", "malformed 3"):
                 assert needle in text, needle
             # sessions: one row per VNI with the AWS identifiers and human numbers
@@ -109,6 +109,17 @@ def test_sort_cycles_through_columns_and_reverses(server):
             assert "sort VNI ▲" in screen_text(app)
             assert vnis(app) == ["9", "77", "4242"]
             await pilot.press("s")  # and round again
+            await pilot.pause()
+            assert "sort bits/s ▼" in screen_text(app)
+            # clicking a column header sorts by it; clicking it again reverses
+            await pilot.click("#sessions", offset=(2, 0))  # the VNI header
+            await pilot.pause()
+            assert "sort VNI ▲" in screen_text(app)
+            assert vnis(app) == ["9", "77", "4242"]
+            await pilot.click("#sessions", offset=(2, 0))
+            await pilot.pause()
+            assert vnis(app) == ["4242", "77", "9"] and "sort VNI ▼" in screen_text(app)
+            await pilot.press("s")
             await pilot.pause()
             assert "sort bits/s ▼" in screen_text(app)
             # the order holds across refreshes
