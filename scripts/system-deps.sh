@@ -6,6 +6,8 @@ need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v tcpreplay >/dev/null 2>&1 || need+=(tcpreplay)
 command -v node >/dev/null 2>&1 || need+=(nodejs npm)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)  # deploy: unit verification
+command -v cloud-init >/dev/null 2>&1 || need+=(cloud-init)    # deploy: user-data schema check
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "system-deps: missing ${need[*]}; run as root or install them" >&2
@@ -14,4 +16,6 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # cloud-init is installed only for its schema validator: never let it configure this machine
+  case " ${need[*]} " in *" cloud-init "*) touch /etc/cloud/cloud-init.disabled ;; esac
 fi
