@@ -212,7 +212,8 @@ class KafkaView(StateView):
     @staticmethod
     def _delivery(k: dict, width: int) -> Text:
         failed, lost = m.num(m.dig(k, "failed")), m.num(m.dig(k, "dropped"))
-        for words in (("sent", "failed", "lost"), ("sent", "fail", "lost"), ("✓", "✗", "lost")):
+        for words in (("delivered", "failed", "lost"), ("sent", "failed", "lost"),
+                      ("sent", "fail", "lost"), ("✓", "✗", "lost")):
             line = _line(
                 f"{words[0]} {fmt.count(m.dig(k, 'delivered'))}".replace("✓ ", "✓"),
                 Text(f"{words[1]} {fmt.count(m.dig(k, 'failed'))}".replace("✗ ", "✗"),
@@ -886,6 +887,7 @@ class ConsoleApp(App[int]):
     async def poll(self, st: m.ApplianceState) -> None:
         """Read one appliance once and redraw; never raises."""
         assert self._client is not None
+        st.polling = True
         try:
             doc = await fetch_async(self._client, st.url, self.timeout)
         except StatusError as exc:
@@ -894,6 +896,8 @@ class ConsoleApp(App[int]):
         except Exception as exc:  # e.g. an httpx quirk: show it, keep running
             reason = f"{exc.__class__.__name__}: {exc}"
             doc = None
+        finally:
+            st.polling = False
         if self.paused:
             return  # what arrives during a pause is not shown: the screen stays frozen
         if doc is not None:

@@ -213,7 +213,8 @@ class ApplianceState:
     last_attempt: float | None = None
     next_attempt: float | None = None  # clock() of the next scheduled attempt
     failures: int = 0                  # consecutive
-    fetches: int = 0                   # successful reads, for tests and the help screen
+    fetches: int = 0                   # successful reads
+    polling: bool = False              # a request is in flight
     history: deque = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:

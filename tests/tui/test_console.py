@@ -61,7 +61,7 @@ def test_shows_the_figures_and_follows_changes(server):
             assert "10m ago" in row_text(app, 9)
             # memory, Kafka and drops panels
             for needle in ("118 MiB / 500 MiB", "24%", "1 MiB / 400 MiB", "45 / 4.1k",
-                           "w0", "57.2 MiB", "w1", "queue 10", "sent 4.5k", "failed 0",
+                           "w0", "57.2 MiB", "w1", "queue 10", "delivered 4.5k", "failed 0",
                            "drops 357", "ignored port", "345", "cloud metadata",
                            "akto.api.logs @ b-1.msk:9092"):
                 assert needle in text, needle
@@ -144,6 +144,11 @@ def test_filter_narrows_the_sessions(server):
             assert "1/3 sessions" in screen_text(app)
             # keys that are bindings elsewhere are text in the filter box
             box.value = ""
+            await pilot.press("q", "p", "s")
+            await pilot.pause()
+            assert app.is_running and not app.paused and box.value == "qps"
+            assert vnis(app) == []
+            box.value = ""
             await pilot.press(*"gcp")
             await pilot.pause()
             assert vnis(app) == ["9"]  # matched on the cloud
@@ -175,7 +180,9 @@ def test_pause_stops_updates_and_resume_catches_up(server):
             await pilot.press("p")
             await pilot.pause()
             assert "PAUSED" in screen_text(app)
-            await pilot.pause(0.15)  # let a poll already in flight land (and be ignored)
+            st = app.states[server.url]
+            # a poll already in flight lands, and is ignored
+            await wait_until(pilot, lambda: not st.polling, what="no poll in flight")
             requests = server.requests
             fetches = app.states[server.url].fetches
             doc = sample_status()
@@ -288,15 +295,17 @@ def test_slow_appliance_does_not_block_the_keyboard():
         url = f"http://127.0.0.1:{listener.getsockname()[1]}"
 
         async def scenario():
-            app = live_app(url, timeout=0.6)
+            app = live_app(url, timeout=2.0)
+            st = app.states[url]
             async with app.run_test(size=SIZE) as pilot:
-                await pilot.pause(0.1)
+                await wait_until(pilot, lambda: st.polling, what="the first poll")
                 assert "connecting" in screen_text(app)
                 await pilot.press("question_mark")
                 await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen),
-                                 timeout=0.5, what="help while a poll hangs")
+                                 timeout=1.0, what="help while a poll hangs")
+                assert st.polling and st.connecting  # the request is still pending
                 await pilot.press("escape")
-                await wait_for_text(pilot, "timed out after 0.6s", timeout=3)
+                await wait_for_text(pilot, "timed out after 2s", timeout=5)
 
         run(scenario())
 
