@@ -2,7 +2,6 @@
 
 import base64
 import json
-import zlib
 
 import brotli
 import pytest

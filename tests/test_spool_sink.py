@@ -1,7 +1,6 @@
 """The on-disk spool and the Kafka sink's fallback to it (broker unreachable)."""
 
 import json
-import time
 
 from appliance.config import load_settings
 from appliance.sinks.kafka import KafkaSink, fit, message_key

@@ -1,6 +1,5 @@
 """aws mode end to end: VXLAN datagrams on a real UDP socket -> Kafka (Tansu)."""
 
-import time
 
 from appliance.demo import send_vxlan
 from rt_helpers import consume_all, records

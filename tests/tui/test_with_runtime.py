@@ -10,8 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ from statusd import free_port, wait_for_text, wait_until
 from textual.widgets import DataTable
 
 from appliance import synth
+from appliance.demo import wait_healthy
 from tui.app import ConsoleApp
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,17 +41,10 @@ def runtime(tmp_path):
          "--jsonl", str(tmp_path / "pairs.jsonl"), "--spool-dir", str(tmp_path / "spool")],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
     url = f"http://127.0.0.1:{http}"
-    deadline = time.time() + 30
-    while True:
-        assert proc.poll() is None, (tmp_path / "appliance.log").read_text()
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=1) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        assert time.time() < deadline, "runtime never healthy"
-        time.sleep(0.2)
+    try:
+        wait_healthy(url, proc)
+    except RuntimeError as exc:
+        raise AssertionError(f"{exc}: {(tmp_path / 'appliance.log').read_text()}") from None
     yield url, udp
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
