@@ -9,13 +9,13 @@ The connection table is an ``OrderedDict`` in least-recently-active order: idle
 connections are flushed from its front on packet time, and the connection limit and
 the buffer budget evict from its front too (emitting what those connections held).
 Both directions of a connection share one entry, keyed by the canonically ordered
-endpoints plus the VNI, so the table can be sharded across workers by
-``flow_hash`` (symmetric) with no cross-talk.
+endpoints plus the VNI, so the table shards across worker processes with no
+cross-talk as long as both directions reach the same worker: the runtime ensures that
+with a symmetric hash in the kernel (runtime/sources.py).
 """
 
 from __future__ import annotations
 
-import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -40,13 +40,6 @@ class PipelineConfig:
     sweep_interval: float = 1.0
     pair_filter: object = None  # callable(req, resp, client_ip, server_ip) -> reason | None
     ignored_ports: frozenset = frozenset()  # TCP ports whose packets are not reassembled
-
-
-def flow_hash(vni: int, a: bytes, ap: int, b: bytes, bp: int) -> int:
-    """Symmetric hash of a connection: the same for both directions."""
-    if (a, ap) > (b, bp):
-        a, ap, b, bp = b, bp, a, ap
-    return zlib.crc32(b"%d|%b|%d|%b|%d" % (vni, a, ap, b, bp))
 
 
 class Conn(HttpConn):
