@@ -411,3 +411,28 @@ def test_boot_runs_the_runtime_end_to_end(aws, tmp_path):
 def test_boot_is_in_the_cli():
     proc = appliance_cmd("--help")
     assert proc.returncode == 0 and "boot" in proc.stdout
+
+
+@pytest.mark.parametrize("mode", ["aws", "gcp"])
+def test_what_infra_cdktf_deploys_boots(capsys, mode):
+    """The user data (AWS) / appliance-env attribute (GCP) that infra/cdktf renders, served by
+    the metadata server and read by `appliance boot`, gives exactly the variables it meant."""
+    infra = ROOT / "infra" / "cdktf"
+    if str(infra) not in sys.path:
+        sys.path.insert(0, str(infra))
+    from appliance_infra.config import parse_config
+    from appliance_infra.user_data import BOOT_ATTRIBUTE, appliance_environment, render_boot_environment
+
+    raw = json.loads((infra / "examples" / f"{mode}.json").read_text())
+    raw["appliance"]["extra_environment"] = {
+        "AKTO_MODULE_DISCOVERY_CONFIG": '[{"key":{"eq":"host","ifAbsent":"reject"},"value":{"regex":"^api\\\\..*$"}}]'}
+    settings = parse_config(raw).appliance
+    rendered = render_boot_environment(settings, mode)
+    with MetadataServer(mode) as server:
+        if mode == "aws":
+            server.user_data = rendered.encode()
+        else:
+            server.attributes = {BOOT_ATTRIBUTE: rendered, "enable-oslogin": "true"}
+        code, env, _, _, err = boot(capsys, "--cloud", mode, f"--{mode}-endpoint", server.url, "--print-env")
+    assert code == 0, err
+    assert env == appliance_environment(settings, mode)

@@ -8,7 +8,7 @@ import json
 import pytest
 from infra_helpers import Synth
 
-from appliance_infra.user_data import render_user_data
+from appliance_infra.user_data import render_boot_environment
 
 pytest.importorskip("cdktn_provider_aws", reason="the infra extra is not installed")
 
@@ -158,6 +158,8 @@ def test_launch_template_requires_imdsv2_and_has_no_public_ip(any_aws):
     )
     lt = any_aws.one("aws_launch_template")
     assert lt["metadata_options"]["http_tokens"] == "required"
+    # `appliance boot` reads appliance-<variable> tags from IMDS
+    assert lt["metadata_options"]["instance_metadata_tags"] == "enabled"
     (nic,) = lt["network_interfaces"]
     assert nic["associate_public_ip_address"] == "false"
     assert nic["security_groups"] == [ref("aws_security_group", "appliance-sg", "id")]
@@ -198,13 +200,13 @@ def test_explicit_root_device_name_skips_the_lookup(synthesized):
 
 def test_user_data_configures_the_appliance_for_aws(any_aws):
     user_data = base64.b64decode(any_aws.one("aws_launch_template")["user_data"]).decode()
-    assert user_data == render_user_data(any_aws.cfg.appliance, "aws")
+    assert user_data == render_boot_environment(any_aws.cfg.appliance, "aws")
     assert "APPLIANCE_MODE='aws'\n" in user_data
     assert f"AKTO_KAFKA_BROKER_MAL='{any_aws.cfg.appliance.kafka_bootstrap_servers}'\n" in user_data
     assert "APPLIANCE_KAFKA_TOPIC='akto.api.logs'\n" in user_data
     assert "AKTO_TRAFFIC_BATCH_SIZE='100'\n" in user_data
     assert "AKTO_TRAFFIC_BATCH_TIME_SECS='10'\n" in user_data
-    assert "ExecStart=/usr/local/bin/appliance run\n" in user_data
+    assert "ExecStart" not in user_data and not user_data.startswith("#!")  # the image runs `appliance boot`
 
 
 # ----------------------------------------------------------------------------- IAM

@@ -126,6 +126,15 @@ def test_extra_environment_cannot_break_out_or_override_managed_variables():
     ]
 
 
+def test_extra_environment_names_only_runtime_variables():
+    raw = example("aws.json")
+    raw["appliance"] = raw["appliance"] | {"extra_environment": {"AKTO_LOG_LEVL": "INFO"}}
+    assert problems_for(raw) == [
+        "test.json: appliance: extra_environment key AKTO_LOG_LEVL is not a variable of the appliance "
+        "runtime (`appliance config` lists them); `appliance boot` would refuse to start"
+    ]
+
+
 def test_gcp_needs_something_to_mirror_and_not_the_collectors():
     raw = example("gcp.json") | {"mirrored_subnetworks": [], "mirrored_tags": []}
     assert problems_for(raw) == [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from infra_helpers import Synth
 
-from appliance_infra.user_data import render_user_data
+from appliance_infra.user_data import render_boot_environment
 
 pytest.importorskip("cdktn_provider_google", reason="the infra extra is not installed")
 
@@ -104,9 +104,11 @@ def test_instances_have_no_external_address_and_locked_down_metadata(any_gcp):
     assert "ssh-keys" not in meta
 
 
-def test_startup_script_configures_the_appliance_for_gcp(any_gcp):
-    script = any_gcp.one("google_compute_instance_template")["metadata"]["startup-script"]
-    assert script == render_user_data(any_gcp.cfg.appliance, "gcp")
+def test_appliance_env_attribute_configures_the_appliance_for_gcp(any_gcp):
+    metadata = any_gcp.one("google_compute_instance_template")["metadata"]
+    assert "startup-script" not in metadata  # the image's unit runs `appliance boot`
+    script = metadata["appliance-env"]
+    assert script == render_boot_environment(any_gcp.cfg.appliance, "gcp")
     assert "APPLIANCE_MODE='gcp'\n" in script
     assert "AKTO_KAFKA_BROKER_MAL='kafka-0.internal:9092,kafka-1.internal:9092'\n" in script
     assert "APPLIANCE_KAFKA_TOPIC='akto.api.logs'\n" in script

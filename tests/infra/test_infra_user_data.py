@@ -18,6 +18,8 @@ from appliance_infra.user_data import (
     ENV_FILE,
     UNIT_FILE,
     appliance_environment,
+    BOOT_ATTRIBUTE,
+    render_boot_environment,
     render_env_file,
     render_unit,
     render_user_data,
@@ -32,7 +34,7 @@ def settings():
     raw["appliance"]["extra_environment"] = {
         "AKTO_MODULE_DISCOVERY_CONFIG": DISCOVERY,
         "TRAFFIC_INACTIVITY_THRESHOLD": "30",
-        "EXAMPLE_LITERAL": "true $HOME `id` \\n",
+        "AKTO_ACCOUNT_ID": "true $HOME `id` \\n",  # a free-form value: taken literally
     }
     return parse_config(raw).appliance
 
@@ -78,6 +80,24 @@ def test_the_runtime_reads_the_environment_file_as_intended(settings, tmp_path, 
     assert "StateDirectory=appliance\n" in render_unit(settings.appliance_bin, "run")
     assert effective["APPLIANCE_SPOOL_DIR"].startswith("/var/lib/appliance/")
     assert effective["APPLIANCE_SESSION_MAP"].startswith("/var/lib/appliance/")
+
+
+@pytest.mark.parametrize("mode", ["aws", "gcp"])
+def test_boot_environment_is_what_appliance_boot_reads(settings, mode):
+    """The stacks' user data / appliance-env attribute, through `appliance boot`'s own parser
+    and the runtime's validation."""
+    from appliance.boot import parse_user_data
+    from appliance.config import load_settings
+
+    text = render_boot_environment(settings, mode)
+    assert not text.startswith("#!")  # data for `appliance boot`, not a script
+    env, note = parse_user_data(text.encode(), "user data")
+    assert note is None
+    assert env == appliance_environment(settings, mode)
+    assert load_settings(env=env).mode == mode
+    assert BOOT_ATTRIBUTE == "appliance-env"
+    with pytest.raises(ValueError, match="mode must be 'aws' or 'gcp'"):
+        render_boot_environment(settings, "azure")  # type: ignore[arg-type]
 
 
 def test_script_starts_appliance_run_and_can_switch_to_boot(settings):

@@ -66,7 +66,7 @@ from constructs import Construct
 
 from appliance_infra import HEALTH_PATH, HEALTH_PORT, VXLAN_PORT
 from appliance_infra.config import AwsConfig
-from appliance_infra.user_data import render_user_data
+from appliance_infra.user_data import render_boot_environment
 
 DNS_PORT = 53
 PROTO_TCP = 6
@@ -247,7 +247,8 @@ class ApplianceAwsStack(TerraformStack):
         profile = IamInstanceProfile(self, "instance-profile", name=f"{n}-instance", role=role.name)
 
         # ------------------------------------------------------------------ compute
-        self.user_data = render_user_data(cfg.appliance, "aws")
+        # Read by the image's `appliance boot` through IMDSv2 (deploy/README.md).
+        self.user_data = render_boot_environment(cfg.appliance, "aws")
         # The encrypted mapping must name the AMI's own root device: under any other name it
         # would add a second volume and leave the root volume as the snapshot made it.
         root_device = cfg.root_device_name or DataAwsAmi(
@@ -268,7 +269,7 @@ class ApplianceAwsStack(TerraformStack):
                 http_endpoint="enabled",
                 http_tokens="required",
                 http_put_response_hop_limit=1,
-                instance_metadata_tags="disabled",
+                instance_metadata_tags="enabled",  # appliance-<variable> tags override user data
             ),
             # Detailed monitoring: 1-minute NetworkIn datapoints for the scaling policy.
             monitoring=LaunchTemplateMonitoring(enabled=True),

@@ -43,6 +43,18 @@ MANAGED_ENV = frozenset(
 )
 
 
+def runtime_variables() -> frozenset[str]:
+    """Every environment variable the appliance runtime reads (appliance/config.py)."""
+    from appliance.config import Settings
+
+    return frozenset(
+        alias
+        for name, field in Settings.model_fields.items()
+        for alias in getattr(field.validation_alias, "choices", [])
+        if alias != name
+    )
+
+
 class ConfigError(Exception):
     """Invalid or missing configuration. ``str()`` is one line per problem."""
 
@@ -157,6 +169,11 @@ class ApplianceSettings(_Model):
                 raise ValueError(f"extra_environment key {key!r} must be an environment variable name (A-Z, 0-9, _)")
             if key in MANAGED_ENV:
                 raise ValueError(f"extra_environment must not set {key}; use the dedicated setting instead")
+            if key not in runtime_variables():
+                raise ValueError(
+                    f"extra_environment key {key} is not a variable of the appliance runtime "
+                    f"(`appliance config` lists them); `appliance boot` would refuse to start"
+                )
         return self
 
     @property

@@ -51,7 +51,7 @@ from constructs import Construct
 
 from appliance_infra import HEALTH_PATH, HEALTH_PORT
 from appliance_infra.config import GcpConfig
-from appliance_infra.user_data import render_user_data
+from appliance_infra.user_data import BOOT_ATTRIBUTE, render_boot_environment
 
 # Source ranges of Google Cloud health check probes (and of internal passthrough LB probes).
 GOOGLE_HEALTH_CHECK_RANGES = ["35.191.0.0/16", "130.211.0.0/22"]
@@ -94,7 +94,8 @@ class ApplianceGcpStack(TerraformStack):
             )
 
         # ------------------------------------------------------------------ compute
-        self.startup_script = render_user_data(cfg.appliance, "gcp")
+        # Read by the image's `appliance boot` from the metadata server (deploy/README.md).
+        self.boot_environment = render_boot_environment(cfg.appliance, "gcp")
         template = ComputeInstanceTemplate(
             self,
             "instance-template",
@@ -122,7 +123,7 @@ class ApplianceGcpStack(TerraformStack):
             # No access_config: no external IP.
             network_interface=[ComputeInstanceTemplateNetworkInterface(subnetwork=cfg.subnetwork_url)],
             metadata={
-                "startup-script": self.startup_script,
+                BOOT_ATTRIBUTE: self.boot_environment,
                 "block-project-ssh-keys": "true",
                 "enable-oslogin": "true",
                 "serial-port-enable": "false",

@@ -1,9 +1,14 @@
-"""The boot script that turns a plain instance of the appliance image into a running collector.
+"""What an instance of the appliance image is told at boot.
 
-One function, ``render_user_data``, serves both clouds (EC2 user data run by cloud-init, GCE
-``startup-script`` metadata run by the guest agent). It writes the runtime's environment file,
-installs a hardened systemd unit and (re)starts it. When the image gains an ``appliance boot``
-command that does this itself, pass ``command="boot"``: nothing else has to change.
+``render_boot_environment`` is what the stacks use: the runtime's variables as ``KEY='value'``
+lines. The appliance image (deploy/packer) ships an enabled systemd unit running
+``appliance boot``, which reads them from the instance metadata (EC2 user data through
+IMDSv2; the GCE instance attribute ``appliance-env``), validates them and starts the runtime;
+``appliance-<variable>`` instance tags / attributes override single variables (deploy/README.md).
+
+``render_user_data`` is the older self-contained boot script (EC2 user data run by cloud-init,
+GCE ``startup-script`` run by the guest agent) that writes the environment file and a unit
+itself, for an image that has the ``appliance`` command but not the unit.
 """
 
 from __future__ import annotations
@@ -36,6 +41,19 @@ def render_env_file(env: dict[str, str]) -> str:
     # systemd EnvironmentFile: a single-quoted value is taken literally up to the next quote.
     # Config validation rejects quotes and newlines in values, so this cannot be broken out of.
     return "".join(f"{key}='{value}'\n" for key, value in env.items())
+
+
+BOOT_ATTRIBUTE = "appliance-env"  # the GCE instance attribute `appliance boot` reads
+
+
+def render_boot_environment(settings: ApplianceSettings, mode: Mode) -> str:
+    """EC2 user data / the GCE ``appliance-env`` attribute, read by ``appliance boot``."""
+    if mode not in ("aws", "gcp"):
+        raise ValueError(f"mode must be 'aws' or 'gcp', got {mode!r}")
+    header = (f"# mirror-appliance environment (rendered by infra/cdktf, mode={mode}), read by\n"
+              f"# `appliance boot`; appliance-<variable> instance {'tags' if mode == 'aws' else 'attributes'}"
+              f" override single variables\n")
+    return header + render_env_file(appliance_environment(settings, mode))
 
 
 def render_unit(appliance_bin: str, command: str) -> str:
