@@ -155,15 +155,21 @@ def test_the_documented_docker_run_flags(dockerfile):
     header = DOCKERFILE.read_text().split("\nFROM ", 1)[0]
     readme = (ROOT / "deploy" / "README.md").read_text()
     for text in (header, readme):
-        gcp = [c for c in re.findall(r"docker run[^\n]*(?:\\\n[^\n]*)*", text) if "APPLIANCE_MODE=gcp" in c]
+        joined = re.sub(r"\\\n#?", " ", text)  # continuation lines (commented in the Dockerfile)
+        gcp = [c for c in re.findall(r"docker run [^\n]*", joined) if "APPLIANCE_MODE=gcp" in c]
         assert gcp, "no gcp-mode docker run example"
-        flags = shlex.split(gcp[0].replace("#", "").replace("\\\n", " "))
+        flags = shlex.split(gcp[0])
         # root inside the container, but with only the two capabilities libpcap needs
         assert flags[flags.index("--user") + 1] == "0"
         assert flags[flags.index("--cap-drop") + 1] == "ALL"
         added = {flags[i + 1] for i, f in enumerate(flags) if f == "--cap-add"}
         assert added == {"NET_RAW", "NET_ADMIN"}
         assert "--privileged" not in flags and "--network" in flags
+        # aws mode: the image's non-root user and no capability at all
+        [aws] = [c for c in re.findall(r"docker run -d [^\n]*", joined) if "APPLIANCE_MODE=gcp" not in c]
+        flags = shlex.split(aws)
+        assert "--user" not in flags and "--cap-add" not in flags
+        assert flags[flags.index("--cap-drop") + 1] == "ALL"
 
 
 def dockerignore_excludes(path: str, patterns: list[str]) -> bool:
