@@ -312,9 +312,7 @@ def parse_user_data(data: bytes, where: str) -> tuple[dict[str, str], str | None
         return _parse_mime(text, where)
     for start in CLOUD_INIT_STARTS:
         if head.startswith(start):
-            kind = start.strip("#! ") or "script"
-            if start == "#!":
-                kind = "script"
+            kind = "script" if start == "#!" else start.strip("# ")
             return {}, (f"{where} is a cloud-init {kind}; it is left to cloud-init (variables it "
                         f"writes to /etc/appliance/appliance.env reach the runtime through the "
                         f"unit's EnvironmentFile)")
@@ -513,11 +511,10 @@ def _fetch_any(candidates, timeout: float, attempts: int):
             break
         if attempt + 1 < attempts:
             time.sleep(min(0.5 * 2 ** attempt, 4.0))
-    tried = f"after {attempts} attempt{'s' if attempts > 1 else ''}" if live else ""
+    tried = f" after {attempts} attempt{'s' if attempts > 1 else ''}" if live else ""
     detail = "; ".join(errors[c] for c, _ in candidates if c in errors)
-    if len(candidates) > 1:
-        raise MetadataUnreachable(f"no instance metadata service answered {tried}: {detail}".replace("  ", " "))
-    raise MetadataUnreachable(f"cannot read instance metadata {tried}: {detail}".replace("  ", " "))
+    what = "no instance metadata service answered" if len(candidates) > 1 else "cannot read instance metadata"
+    raise MetadataUnreachable(f"{what}{tried}: {detail}")
 
 
 def _label(cloud: str) -> str:
