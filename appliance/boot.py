@@ -9,13 +9,13 @@ Where the configuration comes from (highest precedence first)::
     CLI flags after ``--``        appliance boot -- --log-level DEBUG
     the process environment       systemd Environment=/EnvironmentFile=, docker -e, kubectl env
     tags / attributes             AWS instance tag or GCP instance attribute appliance-<variable>
-    the environment block         AWS user data, or the GCP instance attribute appliance-env
+    the environment block         AWS user data, or the GCP instance attribute appliance-config
     boot default                  APPLIANCE_MODE = the cloud the instance runs on
     built-in defaults             appliance/config.py
 
 Formats:
 
-* The **environment block** (AWS user data; GCP attribute ``appliance-env``) is either
+* The **environment block** (AWS user data; GCP attribute ``appliance-config``) is either
   ``KEY=VALUE`` lines in environment-file syntax (``#`` comments, blank lines, optional
   ``export``, values optionally in single quotes (literal) or double quotes (backslash
   escapes)), or one JSON object of variable name to value (numbers and booleans are turned
@@ -25,13 +25,16 @@ Formats:
   cloud-init and ignored here; a MIME multi-part user data contributes its
   ``text/x-appliance-env`` parts.
 * A **tag / attribute** ``appliance-<name>`` sets one variable: ``<name>`` upper-cased with
-  ``-`` and ``.`` turned into ``_`` (``appliance-akto-log-level`` and
-  ``appliance-AKTO_LOG_LEVEL`` both set ``AKTO_LOG_LEVEL``). On AWS, instance tags must be
-  allowed in instance metadata (launch template ``instance_metadata_tags = enabled``).
+  ``-`` and ``.`` turned into ``_``, or that with ``APPLIANCE_`` in front when only that is a
+  variable (``appliance-akto-log-level`` and ``appliance-AKTO_LOG_LEVEL`` set
+  ``AKTO_LOG_LEVEL``, ``appliance-mode`` sets ``APPLIANCE_MODE``). On AWS, instance tags must
+  be allowed in instance metadata (launch template ``instance_metadata_tags = enabled``).
 
-Only the runtime's own variables (every name ``appliance config`` knows) may be set from
+Only the runtime's own variables (every name ``appliance config`` knows) are ever set from
 metadata: whoever can tag an instance must not be able to set ``LD_PRELOAD`` or
-``PYTHONPATH`` on it, and a misspelt name is an error rather than silently ignored.
+``PYTHONPATH`` on it. An unknown name in an environment block is an error (it was meant as a
+setting); an ``appliance-*`` tag or attribute that names no setting is ignored with a note
+(organisations tag instances freely), shown by ``--print-env`` and on the start-up line.
 
 Exit status: 1 when no metadata service answers (after a few short retries; a service
 manager should retry), 2 when the metadata or the resulting configuration is invalid (a
@@ -50,7 +53,9 @@ GCP_ENDPOINT = "http://metadata.google.internal"
 AWS_TOKEN_TTL = "300"
 GCP_ATTRIBUTES = "/computeMetadata/v1/instance/attributes/?recursive=true"
 PREFIX = "appliance-"
-BLOCK = "appliance-env"
+BLOCK = "appliance-config"  # the GCP attribute (and AWS tag) carrying a whole environment block
+# attributes that `appliance provision gcp` writes for people and tools, not settings
+INFORMATIONAL = {"appliance-deployment", "appliance-health-port"}
 MAX_BYTES = 1 << 20  # user data is at most 16 KiB, all of a GCE instance's metadata 512 KiB
 MIME_ENV_TYPE = "text/x-appliance-env"
 
@@ -89,7 +94,7 @@ def register(sub) -> None:
         description="Read the instance's metadata (AWS IMDSv2 user data and tags, or GCP instance "
                     "attributes), turn it into the runtime's environment variables, validate them "
                     "and start `appliance run`. Precedence: flags after `--` > process environment "
-                    "> tags/attributes appliance-<var> > user data / attribute appliance-env > "
+                    "> tags/attributes appliance-<var> > user data / attribute appliance-config > "
                     "APPLIANCE_MODE from the cloud > defaults.",
         epilog="Exit status: 1 metadata unreachable, 2 invalid metadata or configuration, "
                "otherwise that of `appliance run`.")
@@ -144,6 +149,8 @@ def cmd_boot(args) -> int:
     if args.print_env:
         return 0
     os.environ.update(res.env)
+    for note in res.notes:
+        print(f"appliance boot: note: {note}", file=sys.stderr)
     print(f"appliance boot: {res.summary()}; starting appliance run", file=sys.stderr, flush=True)
     from appliance.cli import main
 
@@ -188,7 +195,7 @@ class Resolution:
 
     def render(self) -> str:
         lines = [f"# appliance boot: {self.summary()}",
-                 "# precedence: run flags > environment > tags/attributes > user data/appliance-env"
+                 "# precedence: run flags > environment > tags/attributes > user data/appliance-config"
                  " > boot default > built-in default"]
         lines += [f"# note: {n}" for n in self.notes]
         for name in sorted(self.env):
@@ -269,11 +276,15 @@ def _add_attributes(res: Resolution, attrs: dict[str, str], kind: str) -> None:
     values: dict[str, str] = {}
     labels: dict[str, str] = {}
     for key in sorted(attrs):
-        if not key.lower().startswith(PREFIX) or key.lower() == BLOCK:
+        if not key.lower().startswith(PREFIX) or key.lower() in (BLOCK, *INFORMATIONAL):
             continue
         name = variable_for(key)
         source = f"{kind} {key}"
-        check_name(name, source)
+        try:
+            check_name(name, source)
+        except MetadataInvalid as exc:
+            res.notes.append(f"ignored {exc}")
+            continue
         value = attrs[key]
         if not isinstance(value, str):
             raise MetadataInvalid(f"{source}: the value must be a string")
@@ -286,9 +297,13 @@ def _add_attributes(res: Resolution, attrs: dict[str, str], kind: str) -> None:
 
 
 def variable_for(key: str) -> str:
-    """appliance-akto-log-level / appliance-AKTO_LOG_LEVEL -> AKTO_LOG_LEVEL."""
-    rest = key[len(PREFIX):]
-    return rest.replace("-", "_").replace(".", "_").upper()
+    """appliance-akto-log-level / appliance-AKTO_LOG_LEVEL -> AKTO_LOG_LEVEL;
+    appliance-mode -> APPLIANCE_MODE (when only the prefixed name is a variable)."""
+    name = key[len(PREFIX):].replace("-", "_").replace(".", "_").upper()
+    known = _fields()
+    if name not in known and f"APPLIANCE_{name}" in known:
+        return f"APPLIANCE_{name}"
+    return name
 
 
 # ----------------------------------------------------------------------------- formats

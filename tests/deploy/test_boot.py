@@ -171,7 +171,7 @@ def test_gcp_attributes_with_metadata_flavor(gcp, capsys):
     gcp.attributes = {
         "startup-script": "#!/bin/bash\ntrue\n",
         "enable-oslogin": "true",
-        "appliance-env": "AKTO_KAFKA_BROKER_MAL='10.0.0.5:9092'\nAKTO_LOG_LEVEL=ERROR\n",
+        "appliance-config": "AKTO_KAFKA_BROKER_MAL='10.0.0.5:9092'\nAKTO_LOG_LEVEL=ERROR\n",
         "appliance-akto-log-level": "DEBUG",
         "appliance-APPLIANCE_INTERFACE": "ens4",
     }
@@ -180,7 +180,7 @@ def test_gcp_attributes_with_metadata_flavor(gcp, capsys):
     assert env == {"APPLIANCE_MODE": "gcp", "AKTO_KAFKA_BROKER_MAL": "10.0.0.5:9092",
                    "AKTO_LOG_LEVEL": "DEBUG", "APPLIANCE_INTERFACE": "ens4"}
     assert src["APPLIANCE_MODE"] == "boot default for gcp"
-    assert src["AKTO_KAFKA_BROKER_MAL"] == "gcp attribute appliance-env"
+    assert src["AKTO_KAFKA_BROKER_MAL"] == "gcp attribute appliance-config"
     assert src["AKTO_LOG_LEVEL"] == "gcp attribute appliance-akto-log-level"
     [(method, path, headers)] = gcp.requests
     assert (method, path) == ("GET", "/computeMetadata/v1/instance/attributes/?recursive=true")
@@ -188,7 +188,7 @@ def test_gcp_attributes_with_metadata_flavor(gcp, capsys):
 
 
 def test_gcp_endpoint_from_gce_metadata_host(gcp, capsys, monkeypatch):
-    gcp.attributes = {"appliance-env": json.dumps({"AKTO_KAFKA_BROKER_MAL": "k:9092"})}
+    gcp.attributes = {"appliance-config": json.dumps({"AKTO_KAFKA_BROKER_MAL": "k:9092"})}
     monkeypatch.setenv("GCE_METADATA_HOST", gcp.url.removeprefix("http://"))
     code, env, _, _, err = boot(capsys, "--cloud", "gcp", "--print-env")
     assert code == 0, err
@@ -288,8 +288,6 @@ def test_imds_refusing_the_token_is_not_retried(aws, capsys, monkeypatch):
      "(from aws user data)"),
     (b"AKTO_KAFKA_BROKER_MAL=k:9092\nAKTO_LOG_LEVL=INFO\n", {},
      "aws user data line 2: AKTO_LOG_LEVL is not a setting of the appliance (did you mean AKTO_LOG_LEVEL?)"),
-    (b"AKTO_KAFKA_BROKER_MAL=k:9092\n", {"appliance-ld-preload": "/tmp/evil.so"},
-     "aws tag appliance-ld-preload: LD_PRELOAD is not a setting of the appliance"),
     (b"PYTHONPATH=/tmp\n", {}, "aws user data line 1: PYTHONPATH is not a setting"),
     (b"AKTO_KAFKA_BROKER_MAL k:9092\n", {}, "aws user data line 1: expected NAME=VALUE"),
     (b"AKTO_KAFKA_BROKER_MAL='k:9092\n", {}, "aws user data line 1: unbalanced single quote"),
@@ -300,7 +298,7 @@ def test_imds_refusing_the_token_is_not_retried(aws, capsys, monkeypatch):
                                    "the instance tag appliance-akto-kafka-broker-mal, or in the environment"),
     (b"", {"appliance-akto-kafka-broker-mal": "k:9092", "appliance-AKTO_KAFKA_BROKER_MAL": "j:9092"},
      "both set AKTO_KAFKA_BROKER_MAL"),
-], ids=["bad-value-from-tag", "bad-value-from-user-data", "misspelt", "ld-preload-tag",
+], ids=["bad-value-from-tag", "bad-value-from-user-data", "misspelt",
         "pythonpath", "no-equals", "unbalanced-quote", "bad-json", "json-not-object", "not-utf8",
         "no-brokers", "duplicate-tags"])
 def test_invalid_metadata_is_one_line_and_exit_2(aws, capsys, user_data, tags, message):
@@ -309,6 +307,38 @@ def test_invalid_metadata_is_one_line_and_exit_2(aws, capsys, user_data, tags, m
     assert code == 2
     assert message in err
     assert err.startswith("appliance: error: ") and len(err.strip().splitlines()) == 1
+
+
+def test_tags_that_name_no_setting_are_ignored_never_applied(aws, capsys):
+    """Organisations tag instances freely (appliance-owner...): such a tag must not stop the
+    appliance, and nothing outside the runtime's variables (LD_PRELOAD!) is ever set."""
+    aws.user_data = b"AKTO_KAFKA_BROKER_MAL=k:9092\n"
+    aws.tags = {"appliance-ld-preload": "/tmp/evil.so", "appliance-owner": "netops",
+                "appliance-akto-log-levl": "DEBUG", "appliance-mode": "aws"}
+    code, env, src, out, err = boot(capsys, "--cloud", "aws", "--aws-endpoint", aws.url, "--print-env")
+    assert code == 0, err
+    assert env == {"AKTO_KAFKA_BROKER_MAL": "k:9092", "APPLIANCE_MODE": "aws"}
+    assert src["APPLIANCE_MODE"] == "aws tag appliance-mode"  # appliance-<x> -> APPLIANCE_<X>
+    assert "# note: ignored aws tag appliance-ld-preload: LD_PRELOAD is not a setting" in out
+    assert "# note: ignored aws tag appliance-owner: OWNER is not a setting" in out
+    assert "AKTO_LOG_LEVL is not a setting of the appliance (did you mean AKTO_LOG_LEVEL?)" in out
+
+
+def test_what_appliance_provision_gcp_writes_boots(gcp, capsys):
+    """The collector metadata of provision/gcp/plan.py: appliance-mode, appliance-deployment,
+    appliance-health-port and a JSON appliance-config."""
+    gcp.attributes = {
+        "appliance-mode": "gcp", "appliance-deployment": "prod", "appliance-health-port": "8080",
+        "appliance-config": json.dumps({"AKTO_KAFKA_BROKER_MAL": "10.1.0.5:9092", "APPLIANCE_HTTP": "0.0.0.0:8080",
+                                        "APPLIANCE_MODE": "gcp", "CAPTURE_ALL": "true",
+                                        "AKTO_TRAFFIC_BATCH_SIZE": "500"}, separators=(",", ":")),
+        "enable-oslogin": "TRUE", "startup-script": "#!/bin/bash\nexec appliance boot\n",
+    }
+    code, env, _, out, err = boot(capsys, "--cloud", "gcp", "--gcp-endpoint", gcp.url, "--print-env")
+    assert code == 0, err
+    assert env == {"AKTO_KAFKA_BROKER_MAL": "10.1.0.5:9092", "APPLIANCE_HTTP": "0.0.0.0:8080",
+                   "APPLIANCE_MODE": "gcp", "CAPTURE_ALL": "true", "AKTO_TRAFFIC_BATCH_SIZE": "500"}
+    assert "# note:" not in out  # the informational keys are known
 
 
 def test_print_env_still_shows_what_it_resolved_when_invalid(aws, capsys):
@@ -415,7 +445,7 @@ def test_boot_is_in_the_cli():
 
 @pytest.mark.parametrize("mode", ["aws", "gcp"])
 def test_what_infra_cdktf_deploys_boots(capsys, mode):
-    """The user data (AWS) / appliance-env attribute (GCP) that infra/cdktf renders, served by
+    """The user data (AWS) / appliance-config attribute (GCP) that infra/cdktf renders, served by
     the metadata server and read by `appliance boot`, gives exactly the variables it meant."""
     infra = ROOT / "infra" / "cdktf"
     if str(infra) not in sys.path:

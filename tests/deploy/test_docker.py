@@ -247,7 +247,7 @@ def test_the_wheel_installs_into_a_clean_venv_and_runs(tmp_path):
     assert {p["method"] for p in pairs} >= {"GET", "POST", "DELETE"}
 
     with MetadataServer("gcp") as gcp:
-        gcp.attributes = {"appliance-env": "AKTO_KAFKA_BROKER_MAL=k:9092\n"}
+        gcp.attributes = {"appliance-config": "AKTO_KAFKA_BROKER_MAL=k:9092\n"}
         booted = subprocess.run([str(app), "boot", "--cloud", "gcp", "--gcp-endpoint", gcp.url,
                                  "--print-env"], **run)
     assert booted.returncode == 0, booted.stderr

@@ -104,10 +104,10 @@ def test_instances_have_no_external_address_and_locked_down_metadata(any_gcp):
     assert "ssh-keys" not in meta
 
 
-def test_appliance_env_attribute_configures_the_appliance_for_gcp(any_gcp):
+def test_appliance_config_attribute_configures_the_appliance_for_gcp(any_gcp):
     metadata = any_gcp.one("google_compute_instance_template")["metadata"]
     assert "startup-script" not in metadata  # the image's unit runs `appliance boot`
-    script = metadata["appliance-env"]
+    script = metadata["appliance-config"]
     assert script == render_boot_environment(any_gcp.cfg.appliance, "gcp")
     assert "APPLIANCE_MODE='gcp'\n" in script
     assert "AKTO_KAFKA_BROKER_MAL='kafka-0.internal:9092,kafka-1.internal:9092'\n" in script

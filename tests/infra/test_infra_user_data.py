@@ -84,7 +84,7 @@ def test_the_runtime_reads_the_environment_file_as_intended(settings, tmp_path, 
 
 @pytest.mark.parametrize("mode", ["aws", "gcp"])
 def test_boot_environment_is_what_appliance_boot_reads(settings, mode):
-    """The stacks' user data / appliance-env attribute, through `appliance boot`'s own parser
+    """The stacks' user data / appliance-config attribute, through `appliance boot`'s own parser
     and the runtime's validation."""
     from appliance.boot import parse_user_data
     from appliance.config import load_settings
@@ -95,7 +95,7 @@ def test_boot_environment_is_what_appliance_boot_reads(settings, mode):
     assert note is None
     assert env == appliance_environment(settings, mode)
     assert load_settings(env=env).mode == mode
-    assert BOOT_ATTRIBUTE == "appliance-env"
+    assert BOOT_ATTRIBUTE == "appliance-config"
     with pytest.raises(ValueError, match="mode must be 'aws' or 'gcp'"):
         render_boot_environment(settings, "azure")  # type: ignore[arg-type]
 

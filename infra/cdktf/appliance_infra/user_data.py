@@ -3,7 +3,7 @@
 ``render_boot_environment`` is what the stacks use: the runtime's variables as ``KEY='value'``
 lines. The appliance image (deploy/packer) ships an enabled systemd unit running
 ``appliance boot``, which reads them from the instance metadata (EC2 user data through
-IMDSv2; the GCE instance attribute ``appliance-env``), validates them and starts the runtime;
+IMDSv2; the GCE instance attribute ``appliance-config``), validates them and starts the runtime;
 ``appliance-<variable>`` instance tags / attributes override single variables (deploy/README.md).
 
 ``render_user_data`` is the older self-contained boot script (EC2 user data run by cloud-init,
@@ -43,11 +43,11 @@ def render_env_file(env: dict[str, str]) -> str:
     return "".join(f"{key}='{value}'\n" for key, value in env.items())
 
 
-BOOT_ATTRIBUTE = "appliance-env"  # the GCE instance attribute `appliance boot` reads
+BOOT_ATTRIBUTE = "appliance-config"  # the GCE instance attribute `appliance boot` reads
 
 
 def render_boot_environment(settings: ApplianceSettings, mode: Mode) -> str:
-    """EC2 user data / the GCE ``appliance-env`` attribute, read by ``appliance boot``."""
+    """EC2 user data / the GCE ``appliance-config`` attribute, read by ``appliance boot``."""
     if mode not in ("aws", "gcp"):
         raise ValueError(f"mode must be 'aws' or 'gcp', got {mode!r}")
     header = (f"# mirror-appliance environment (rendered by infra/cdktf, mode={mode}), read by\n"
