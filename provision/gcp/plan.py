@@ -47,6 +47,11 @@ STARTUP_SCRIPT = """#!/bin/bash
 # `appliance boot` reads the instance attributes appliance-mode, appliance-config,
 # appliance-health-port and appliance-deployment from the metadata server.
 set -euo pipefail
+# The appliance image (deploy/packer) runs `appliance boot` from its systemd unit: restart
+# it so it reads these attributes, rather than start a second runtime on the same ports.
+if systemctl cat appliance.service >/dev/null 2>&1; then
+  exec systemctl restart appliance.service
+fi
 if command -v appliance >/dev/null 2>&1; then
   exec appliance boot
 fi

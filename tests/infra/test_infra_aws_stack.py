@@ -20,7 +20,7 @@ AWS_STACKS = ["appliance-aws", "aws-minimal", "aws-full"]
 WORLD = {"0.0.0.0/0", "::/0"}
 
 # Actions that have no resource-level permissions, so "*" is the only valid Resource.
-RESOURCE_STAR_ALLOWED = {"ec2:DescribeTags", *SSM_CHANNEL_ACTIONS}
+RESOURCE_STAR_ALLOWED = {*SSM_CHANNEL_ACTIONS}
 
 
 def ref(kind: str, name: str, attr: str) -> str:
@@ -181,6 +181,16 @@ def test_customer_managed_ebs_key(synthesized):
     assert mapping["ebs"]["kms_key_id"].startswith("arn:aws:kms:eu-west-1:123456789012:key/")
 
 
+def test_collectors_carry_the_role_tag_provisioning_skips(any_aws):
+    (lt,) = any_aws.resources("aws_launch_template").values()
+    kinds = {spec["resource_type"]: spec["tags"] for spec in lt["tag_specifications"]}
+    for kind in ("instance", "network-interface"):
+        assert kinds[kind]["appliance:role"] == "collector"
+    from provision.aws import constants
+
+    assert (constants.TAG_ROLE, constants.COLLECTOR_ROLE) == ("appliance:role", "collector")
+
+
 def test_launch_template_key_properties(aws):
     lt = aws.one("aws_launch_template")
     assert lt["image_id"] == "ami-0a1b2c3d4e5f60799"
@@ -225,7 +235,6 @@ def as_list(value) -> list:
 
 def test_iam_is_least_privilege(any_aws):
     statements = policy_statements(any_aws)
-    assert statements
     for st in statements:
         assert st["Effect"] == "Allow"
         assert not {"NotAction", "NotResource", "Principal"} & st.keys()
@@ -244,10 +253,12 @@ def test_iam_actions_are_exactly_what_the_runtime_needs(synthesized):
     def actions(name):
         return sorted(a for st in policy_statements(synthesized[name]) for a in as_list(st["Action"]))
 
-    with_ssm = sorted(["ec2:DescribeTags", "ssm:UpdateInstanceInformation", *SSM_CHANNEL_ACTIONS])
+    with_ssm = sorted(["ssm:UpdateInstanceInformation", *SSM_CHANNEL_ACTIONS])
     assert actions("appliance-aws") == with_ssm
     assert actions("aws-minimal") == with_ssm
-    assert actions("aws-full") == ["ec2:DescribeTags"]  # ssm_session_manager: false
+    # ssm_session_manager: false -> the runtime needs no AWS permission at all
+    assert actions("aws-full") == []
+    assert not synthesized["aws-full"].resources("aws_iam_role_policy")
     (registration,) = [
         st for st in policy_statements(synthesized["appliance-aws"]) if st["Action"] == ["ssm:UpdateInstanceInformation"]
     ]

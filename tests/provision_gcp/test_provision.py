@@ -81,7 +81,10 @@ def test_create_collector_sends_expected_bodies_in_dependency_order(run, fake):
     assert meta["appliance-mode"] == "gcp"
     assert meta["appliance-deployment"] == "demo"
     assert meta["appliance-health-port"] == "8000"
-    assert "exec appliance boot" in meta["startup-script"]
+    script = meta["startup-script"]
+    # on the appliance image the unit runs `appliance boot`; elsewhere the script does
+    assert "exec systemctl restart appliance.service" in script
+    assert script.index("systemctl restart") < script.index("exec appliance boot")
     assert "serviceAccounts" not in props
 
     mig = b["demo-mig"]

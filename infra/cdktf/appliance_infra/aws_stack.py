@@ -80,42 +80,34 @@ SSM_CHANNEL_ACTIONS = [
 ]
 
 
-def instance_policy(cfg: AwsConfig, partition: str, account_id: str) -> dict:
-    """The instance role's only permissions.
+def instance_policy(cfg: AwsConfig, partition: str, account_id: str) -> dict | None:
+    """The instance role's only permissions, or None when it needs none.
 
-    - ec2:DescribeTags: the appliance reads its own tags at boot. The action has no
-      resource-level permissions, so the resource is "*", narrowed to the stack's region.
-    - SSM Session Manager (optional, default on): operator shell access without SSH or open ports.
-      These are the documented minimum for Session Manager; UpdateInstanceInformation is scoped
-      to instances in this account and region, the ssmmessages channel actions support no
-      resource scoping.
+    The runtime itself calls no AWS API: `appliance boot` reads user data and instance
+    tags from IMDSv2, and pairs go to Kafka.  The only grants are for SSM Session Manager
+    (optional, default on): operator shell access without SSH or open ports.  These are
+    the documented minimum for Session Manager; UpdateInstanceInformation is scoped to
+    instances in this account and region, the ssmmessages channel actions support no
+    resource scoping.
     """
+    if not cfg.ssm_session_manager:
+        return None
     region_only = {"StringEquals": {"aws:RequestedRegion": cfg.region}}
     statements = [
         {
-            "Sid": "BootTimeTagLookup",
+            "Sid": "SessionManagerRegistration",
             "Effect": "Allow",
-            "Action": ["ec2:DescribeTags"],
+            "Action": ["ssm:UpdateInstanceInformation"],
+            "Resource": f"arn:{partition}:ec2:{cfg.region}:{account_id}:instance/*",
+        },
+        {
+            "Sid": "SessionManagerChannels",
+            "Effect": "Allow",
+            "Action": SSM_CHANNEL_ACTIONS,
             "Resource": "*",
             "Condition": region_only,
-        }
+        },
     ]
-    if cfg.ssm_session_manager:
-        statements += [
-            {
-                "Sid": "SessionManagerRegistration",
-                "Effect": "Allow",
-                "Action": ["ssm:UpdateInstanceInformation"],
-                "Resource": f"arn:{partition}:ec2:{cfg.region}:{account_id}:instance/*",
-            },
-            {
-                "Sid": "SessionManagerChannels",
-                "Effect": "Allow",
-                "Action": SSM_CHANNEL_ACTIONS,
-                "Resource": "*",
-                "Condition": region_only,
-            },
-        ]
     return {"Version": "2012-10-17", "Statement": statements}
 
 
@@ -223,7 +215,7 @@ class ApplianceAwsStack(TerraformStack):
                 ip_protocol="tcp",
                 from_port=443,
                 to_port=443,
-                description="HTTPS to AWS APIs (EC2 DescribeTags, SSM)",
+                description="HTTPS to AWS APIs (SSM Session Manager)",
                 **_cidr_args(cidr),
             )
 
@@ -237,13 +229,15 @@ class ApplianceAwsStack(TerraformStack):
             permissions_boundary=cfg.permissions_boundary_arn,
             max_session_duration=3600,
         )
-        IamRolePolicy(
-            self,
-            "instance-policy",
-            name=f"{n}-runtime",
-            role=role.id,
-            policy=json.dumps(instance_policy(cfg, partition.partition, account.account_id)),
-        )
+        policy = instance_policy(cfg, partition.partition, account.account_id)
+        if policy is not None:
+            IamRolePolicy(
+                self,
+                "instance-policy",
+                name=f"{n}-runtime",
+                role=role.id,
+                policy=json.dumps(policy),
+            )
         profile = IamInstanceProfile(self, "instance-profile", name=f"{n}-instance", role=role.name)
 
         # ------------------------------------------------------------------ compute
@@ -254,7 +248,9 @@ class ApplianceAwsStack(TerraformStack):
         root_device = cfg.root_device_name or DataAwsAmi(
             self, "ami", filter=[DataAwsAmiFilter(name="image-id", values=[cfg.ami_id])]
         ).root_device_name
-        instance_tags = {**tags, "Name": n}
+        # appliance:role=collector: `appliance provision aws` never mirrors the collectors'
+        # own ENIs (it would send the fleet's traffic back to itself)
+        instance_tags = {**tags, "Name": n, "appliance:role": "collector"}
         launch_template = LaunchTemplate(
             self,
             "launch-template",
