@@ -46,7 +46,7 @@ def main() -> int:
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     plain = OUT / f"mix-{args.connections}.pcap"
-    if not plain.exists():
+    if not plain.exists() or not plain.with_suffix(".pairs").exists():
         generate(plain, OUT / f"mix-{args.connections}-vxlan.pcap", args.connections)
     r = pcapy.open_offline(str(plain))
     datagrams = []

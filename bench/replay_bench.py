@@ -44,7 +44,7 @@ def _body(rng: random.Random, n: int) -> bytes:
     return b" ".join(out)[:n]
 
 
-def connection_frames(rng: random.Random, idx: int, t0: float):
+def connection_frames(rng: random.Random, idx: int, t0: float, counter: list):
     client = f"10.{1 + idx // 60000 % 200}.{idx // 250 % 250}.{idx % 250 + 1}"
     conv = synth.Conversation(client=client, server=f"10.200.0.{idx % 16 + 1}",
                               cport=1024 + idx % 60000, sport=8080, t=t0,
@@ -73,6 +73,7 @@ def connection_frames(rng: random.Random, idx: int, t0: float):
         else:
             resp = synth.http_response(200, body, [("Content-Type", "application/json")])
         conv.exchange(req, resp)
+        counter[0] += 1
         conv.t += rng.random() * 0.01
     conv.close()
     return conv.frames
@@ -81,8 +82,10 @@ def connection_frames(rng: random.Random, idx: int, t0: float):
 def generate(path: Path, vxlan_path: Path, connections: int, seed: int = 1) -> None:
     rng = random.Random(seed)
     streams = []
+    counter = [0]
     for i in range(connections):
-        streams.append(connection_frames(rng, i, 1_700_000_000.0 + rng.random() * 2.0))
+        streams.append(connection_frames(rng, i, 1_700_000_000.0 + rng.random() * 2.0, counter))
+    path.with_suffix(".pairs").write_text(str(counter[0]))
     merged = heapq.merge(*streams, key=lambda f: f[0])
     frames = list(merged)
     synth.write_pcap(path, frames)
@@ -130,7 +133,7 @@ def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     plain = OUT / f"mix-{args.connections}.pcap"
     wrapped = OUT / f"mix-{args.connections}-vxlan.pcap"
-    if not plain.exists() or not wrapped.exists():
+    if not plain.exists() or not wrapped.exists() or not plain.with_suffix(".pairs").exists():
         t = time.perf_counter()
         generate(plain, wrapped, args.connections)
         print(f"generated {plain.name} and {wrapped.name} in {time.perf_counter() - t:.1f}s")
@@ -139,7 +142,10 @@ def main() -> int:
         best_bare = min(bare_read(path)[2] for _ in range(args.runs))
         runs = [replay(path) for _ in range(args.runs)]
         pairs, best, summary = min(runs, key=lambda r: r[1])
-        print(f"\n{path.name}: {packets} packets, {nbytes / 1e6:.1f} MB captured, {pairs} pairs")
+        want = int(plain.with_suffix(".pairs").read_text())
+        verdict = "every pair" if pairs == want else f"MISSING {want - pairs} of {want} pairs"
+        print(f"\n{path.name}: {packets} packets, {nbytes / 1e6:.1f} MB captured, {pairs} pairs "
+              f"({verdict})")
         print(f"  pcapy-ng next_batch loop : {packets / best_bare:12,.0f} packets/s "
               f"{nbytes * 8 / best_bare / 1e9:7.2f} Gbit/s")
         print(f"  appliance replay -> JSONL: {packets / best:12,.0f} packets/s "
