@@ -25,7 +25,7 @@ def one(request, response, **kw):
     ("deflate", synth.deflate_bytes(TEXT)),  # zlib-wrapped, as RFC 9110 says
     ("deflate", synth.deflate_bytes(TEXT, raw=True)),  # raw, as many servers send
     ("br", brotli.compress(TEXT)),
-])
+], ids=["gzip", "x-gzip", "deflate-zlib", "deflate-raw", "br"])
 def test_content_encodings_are_decoded(coding, encoded):
     r, _ = one(req("GET", "/z"), resp(200, encoded, [("Content-Encoding", coding)]))
     assert r["responsePayload"] == TEXT.decode()
