@@ -27,66 +27,139 @@ SO_RCVBUFFORCE = 33
 
 _MIX = 0x9E3779B1  # Fibonacci hashing multiplier
 
+# classic BPF opcodes used below
+LD_W_ABS, LD_H_ABS, LD_B_ABS = 0x20, 0x28, 0x30
+LD_W_IND, LD_H_IND, LD_B_IND = 0x40, 0x48, 0x50
+LD_MEM, LDX_MEM, LDX_IMM = 0x60, 0x61, 0x01
+ST, STX = 0x02, 0x03
+ADD_K, ADD_X, AND_K, LSH_K, RSH_K, MUL_K, MOD_K, XOR_X = 0x04, 0x0C, 0x54, 0x64, 0x74, 0x24, 0x94, 0xAC
+JA, JEQ_K, JSET_K = 0x05, 0x15, 0x45
+RET_K, RET_A, TAX, TXA = 0x06, 0x16, 0x07, 0x87
 
-def _ins(code, jt, jf, k):
-    return struct.pack("HBBI", code, jt, jf, k & 0xFFFFFFFF)
+
+def _assemble(prog: list) -> bytes:
+    """[(label or None, opcode, k, jump-true label, jump-false label)] -> sock_filter[]."""
+    where = {ins[0]: i for i, ins in enumerate(prog) if ins[0]}
+    out = []
+    for i, (_, code, k, jt, jf) in enumerate(prog):
+        if code == JA:
+            k, jt_off, jf_off = where[jt] - i - 1, 0, 0
+        else:
+            jt_off = where[jt] - i - 1 if jt else 0
+            jf_off = where[jf] - i - 1 if jf else 0
+        out.append(struct.pack("HBBI", code, jt_off, jf_off, k & 0xFFFFFFFF))
+    return b"".join(out)
+
+
+def _hash_tail(n: int) -> list:
+    """With X = offset of the inner IPv4 header: symmetric hash of the connection
+    (src^dst^sport^dport; addresses only for fragments), mixed, modulo n."""
+    return [
+        ("ip", STX, 2, None, None),          # M2 = ip offset
+        (None, LD_W_IND, 12, None, None),    # src
+        (None, ST, 0, None, None),
+        (None, LD_W_IND, 16, None, None),    # dst
+        (None, LDX_MEM, 0, None, None),
+        (None, XOR_X, 0, None, None),
+        (None, ST, 0, None, None),           # M0 = src ^ dst
+        (None, LDX_MEM, 2, None, None),
+        (None, LD_H_IND, 6, None, None),     # flags / fragment offset
+        (None, JSET_K, 0x3FFF, "fold", None),
+        (None, LD_B_IND, 0, None, None),     # version / IHL
+        (None, AND_K, 0xF, None, None),
+        (None, LSH_K, 2, None, None),
+        (None, ADD_X, 0, None, None),
+        (None, TAX, 0, None, None),          # X = transport header offset
+        (None, LD_H_IND, 0, None, None),     # sport
+        (None, ST, 1, None, None),
+        (None, LD_H_IND, 2, None, None),     # dport
+        (None, LDX_MEM, 1, None, None),
+        (None, XOR_X, 0, None, None),
+        (None, LDX_MEM, 0, None, None),
+        (None, XOR_X, 0, None, None),
+        (None, ST, 0, None, None),
+        ("fold", LD_MEM, 0, None, None),
+        (None, RSH_K, 16, None, None),
+        (None, LDX_MEM, 0, None, None),
+        (None, XOR_X, 0, None, None),
+        (None, MUL_K, _MIX, None, None),
+        (None, RSH_K, 16, None, None),
+        (None, MOD_K, n, None, None),
+        (None, RET_A, 0, None, None),
+        ("other", RET_K, 0, None, None),     # not inner IPv4: socket 0 (consistent)
+    ]
 
 
 def vxlan_shard_program(n: int) -> bytes:
-    """cBPF run on the UDP payload (VXLAN header at offset 0, inner Ethernet at 8)."""
-    p = [
-        _ins(0x28, 0, 0, 20),        # 0  ldh [20]            inner ethertype
-        _ins(0x15, 0, 24, 0x0800),   # 1  jeq IPv4 ? next : ret 0
-        _ins(0x20, 0, 0, 34),        # 2  ld [34]             inner src
-        _ins(0x07, 0, 0, 0),         # 3  tax
-        _ins(0x20, 0, 0, 38),        # 4  ld [38]             inner dst
-        _ins(0xAC, 0, 0, 0),         # 5  xor x
-        _ins(0x02, 0, 0, 0),         # 6  st M[0]
-        _ins(0x28, 0, 0, 28),        # 7  ldh [28]            flags/fragment offset
-        _ins(0x45, 9, 0, 0x3FFF),    # 8  jset MF|offset ? fold : next
-        _ins(0xB1, 0, 0, 22),        # 9  ldxb 4*([22]&0xf)   IHL
-        _ins(0x48, 0, 0, 22),        # 10 ldh [x+22]          sport
-        _ins(0x02, 0, 0, 1),         # 11 st M[1]
-        _ins(0x48, 0, 0, 24),        # 12 ldh [x+24]          dport
-        _ins(0x61, 0, 0, 1),         # 13 ldx M[1]
-        _ins(0xAC, 0, 0, 0),         # 14 xor x
-        _ins(0x61, 0, 0, 0),         # 15 ldx M[0]
-        _ins(0xAC, 0, 0, 0),         # 16 xor x
-        _ins(0x02, 0, 0, 0),         # 17 st M[0]
-        _ins(0x60, 0, 0, 0),         # 18 fold: ld M[0]
-        _ins(0x74, 0, 0, 16),        # 19 rsh #16
-        _ins(0x61, 0, 0, 0),         # 20 ldx M[0]
-        _ins(0xAC, 0, 0, 0),         # 21 xor x
-        _ins(0x24, 0, 0, _MIX),      # 22 mul #golden         mix the bits
-        _ins(0x74, 0, 0, 16),        # 23 rsh #16
-        _ins(0x94, 0, 0, n),         # 24 mod #n
-        _ins(0x16, 0, 0, 0),         # 25 ret a
-        _ins(0x06, 0, 0, 0),         # 26 ret #0
-    ]
-    return b"".join(p)
+    """cBPF run on the UDP payload: VXLAN header at 0, inner Ethernet at 8."""
+    return _assemble([
+        (None, LD_H_ABS, 20, None, None),          # inner ethertype
+        (None, JEQ_K, 0x0800, None, "other"),
+        (None, LDX_IMM, 22, None, None),           # inner IPv4 at 8 + 14
+        (None, JA, 0, "ip", None),
+    ] + _hash_tail(n))
 
 
-def shard_of(vxlan_payload: bytes, n: int) -> int:
-    """The socket index the BPF program picks (a Python mirror, for tests)."""
-    b = vxlan_payload
-    if len(b) < 22 or b[20:22] != b"\x08\x00":
-        return 0
-    a = struct.unpack_from("!I", b, 34)[0] ^ struct.unpack_from("!I", b, 38)[0]
-    if not struct.unpack_from("!H", b, 28)[0] & 0x3FFF:
-        ihl = (b[22] & 0xF) * 4
-        a ^= struct.unpack_from("!H", b, 22 + ihl)[0] ^ struct.unpack_from("!H", b, 24 + ihl)[0]
+def geneve_shard_program(n: int) -> bytes:
+    """cBPF run on the UDP payload: GENEVE header and options, then Ethernet or IPv4."""
+    return _assemble([
+        (None, LD_B_ABS, 0, None, None),
+        (None, AND_K, 0x3F, None, None),
+        (None, LSH_K, 2, None, None),
+        (None, TAX, 0, None, None),                # X = options length
+        (None, LD_H_ABS, 2, None, None),           # protocol type
+        (None, JEQ_K, 0x6558, "teb", None),
+        (None, JEQ_K, 0x0800, None, "other"),
+        (None, TXA, 0, None, None),                # inner IPv4 right after the options
+        (None, ADD_K, 8, None, None),
+        (None, TAX, 0, None, None),
+        (None, JA, 0, "ip", None),
+        ("teb", LD_H_IND, 20, None, None),         # inner ethertype at 8 + options + 12
+        (None, JEQ_K, 0x0800, None, "other"),
+        (None, TXA, 0, None, None),
+        (None, ADD_K, 22, None, None),
+        (None, TAX, 0, None, None),
+        (None, JA, 0, "ip", None),
+    ] + _hash_tail(n))
+
+
+def _shard_at(b: bytes, ip: int, n: int) -> int:
+    a = struct.unpack_from("!I", b, ip + 12)[0] ^ struct.unpack_from("!I", b, ip + 16)[0]
+    if not struct.unpack_from("!H", b, ip + 6)[0] & 0x3FFF:
+        l4 = ip + (b[ip] & 0xF) * 4
+        a ^= struct.unpack_from("!H", b, l4)[0] ^ struct.unpack_from("!H", b, l4 + 2)[0]
     a ^= a >> 16
     return (((a * _MIX) & 0xFFFFFFFF) >> 16) % n
 
 
-def attach_shard_program(sock: socket.socket, n: int) -> None:
-    prog = vxlan_shard_program(n)
+def shard_of(vxlan_payload: bytes, n: int) -> int:
+    """The socket index the VXLAN program picks (a Python mirror, for tests)."""
+    b = vxlan_payload
+    if len(b) < 22 or b[20:22] != b"\x08\x00":
+        return 0
+    return _shard_at(b, 22, n)
+
+
+def geneve_shard_of(payload: bytes, n: int) -> int:
+    """The socket index the GENEVE program picks (a Python mirror, for tests)."""
+    opt = (payload[0] & 0x3F) * 4
+    ptype = struct.unpack_from("!H", payload, 2)[0]
+    if ptype == 0x0800:
+        return _shard_at(payload, 8 + opt, n)
+    if ptype == 0x6558 and payload[8 + opt + 12:8 + opt + 14] == b"\x08\x00":
+        return _shard_at(payload, 8 + opt + 14, n)
+    return 0
+
+
+def attach_shard_program(sock: socket.socket, n: int, tunnel: str = "vxlan") -> None:
+    prog = (geneve_shard_program if tunnel == "geneve" else vxlan_shard_program)(n)
     buf = ctypes.create_string_buffer(prog)
     fprog = struct.pack("HL", len(prog) // 8, ctypes.addressof(buf))
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
 
 
-def udp_sockets(host: str, port: int, n: int, rcvbuf: int = 32 << 20) -> list[socket.socket]:
+def udp_sockets(host: str, port: int, n: int, rcvbuf: int = 32 << 20,
+                tunnel: str = "vxlan") -> list[socket.socket]:
     """N sockets in one SO_REUSEPORT group on host:port, sharded symmetrically."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     socks = []
@@ -104,7 +177,7 @@ def udp_sockets(host: str, port: int, n: int, rcvbuf: int = 32 << 20) -> list[so
             s.setblocking(False)
             socks.append(s)
         if n > 1:
-            attach_shard_program(socks[0], n)
+            attach_shard_program(socks[0], n, tunnel)
     except OSError:
         for s in socks:
             s.close()

@@ -100,7 +100,8 @@ class Supervisor:
             try:
                 groups.append((udp_sockets(host, port, n), UDP_LINKTYPES["vxlan"]))
                 if s.geneve:
-                    groups.append((udp_sockets(host, s.geneve_port, n), UDP_LINKTYPES["geneve"]))
+                    groups.append((udp_sockets(host, s.geneve_port, n, tunnel="geneve"),
+                                   UDP_LINKTYPES["geneve"]))
             except OSError as exc:
                 raise StartError(f"cannot bind UDP {host}:{port}: {exc.strerror}") from None
             return [("udp", [(g[0][i], g[1]) for g in groups]) for i in range(n)]

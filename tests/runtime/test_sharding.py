@@ -3,7 +3,9 @@
 import time
 
 from appliance import synth
-from appliance.runtime.sources import shard_of, udp_sockets
+import pytest
+
+from appliance.runtime.sources import geneve_shard_of, shard_of, udp_sockets
 from traffic import connections
 
 
@@ -16,18 +18,26 @@ def _drain(sock):
             return out
 
 
-def test_kernel_choice_matches_symmetric_hash():
+OPTS = b"\x01\x03\x80\x01\0\0\0\x2a"  # one 8-byte GENEVE option
+
+
+@pytest.mark.parametrize("tunnel,wrap,mirror", [
+    ("vxlan", lambda f: synth.vxlan(f, 3), shard_of),
+    ("geneve", lambda f: synth.geneve(f, 3, options=OPTS), geneve_shard_of),
+    ("geneve", lambda f: synth.geneve(f[14:], 3, ethertype=0x0800), geneve_shard_of),
+], ids=["vxlan", "geneve-ethernet-with-options", "geneve-ipv4"])
+def test_kernel_choice_matches_symmetric_hash(tunnel, wrap, mirror):
     import socket
 
     n = 3
     socks = udp_sockets("127.0.0.1", 0, 1)  # find a free port
     port = socks[0].getsockname()[1]
     socks[0].close()
-    socks = udp_sockets("127.0.0.1", port, n)
+    socks = udp_sockets("127.0.0.1", port, n, tunnel=tunnel)
     try:
         frames, _ = connections(60, exchanges=1)
         tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sent = [synth.vxlan(f, 3) for _, f in frames]
+        sent = [wrap(f) for _, f in frames]
         for d in sent:
             tx.sendto(d, ("127.0.0.1", port))
         tx.close()
@@ -36,7 +46,13 @@ def test_kernel_choice_matches_symmetric_hash():
         assert sum(map(len, got)) == len(sent)
         for i, datagrams in enumerate(got):
             assert datagrams, f"socket {i} got nothing: sharding is not spreading"
-            assert all(shard_of(d, n) == i for d in datagrams)
+            assert all(mirror(d, n) == i for d in datagrams)
+        # and the mirror is symmetric: both directions of each connection on one socket
+        by_conn = {}
+        for _, f in frames:
+            a, b = f[26:30] + f[34:36], f[30:34] + f[36:38]
+            by_conn.setdefault(min(a, b) + max(a, b), set()).add(mirror(wrap(f), n))
+        assert all(len(v) == 1 for v in by_conn.values())
     finally:
         for s in socks:
             s.close()
