@@ -1,10 +1,12 @@
 """Live capture sources (the I/O edge of the runtime).
 
-AWS mode: UDP sockets bound on the VXLAN port (so the kernel sends no ICMP
-port-unreachable for mirrored packets).  With N workers, N sockets join one
+AWS mode: UDP sockets bound on the VXLAN port, and on the GENEVE port when enabled (so
+the kernel sends no ICMP port-unreachable for mirrored packets), read with recvmmsg.
+With N workers, N sockets per port join one
 SO_REUSEPORT group and a classic BPF program picks the socket from a *symmetric* hash
 of the inner IPv4 connection (src^dst^sport^dport), so both directions of a connection
 reach the same worker even though AWS varies the outer UDP source port per direction.
+Each tunnel has its program (GENEVE's inner header follows variable-length options).
 Inner IPv6 and other frames go to socket 0 (consistent, if not balanced); IP fragments
 hash on addresses only so that all fragments of a datagram meet.
 
