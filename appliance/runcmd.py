@@ -85,15 +85,17 @@ def cmd_run(args) -> int:
     if not s.kafka_brokers and not args.jsonl:
         raise CliError("no Kafka brokers: set AKTO_KAFKA_BROKER_MAL (or --kafka), "
                        "or use --jsonl to write pairs to a file", 2)
+    setup_logging(s.log_level)
     if not args.jsonl:
         # let librdkafka check the settings once, here, rather than in every worker
         from confluent_kafka import KafkaException, Producer
 
+        from appliance.sinks.kafka import LibrdkafkaLog
+
         try:
-            Producer(s.kafka_config())
+            Producer({**s.kafka_config(), "logger": LibrdkafkaLog()})
         except KafkaException as exc:
             raise CliError(f"invalid Kafka settings: {exc.args[0].str()}", 2) from None
-    setup_logging(s.log_level)
     sup = Supervisor(s, jsonl=args.jsonl)
     try:
         sup.start()

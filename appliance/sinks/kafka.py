@@ -31,6 +31,18 @@ log = logging.getLogger("appliance.kafka")
 TRIM_KEYS = ("responsePayload", "requestPayload", "responseHeaders", "requestHeaders")
 
 
+class LibrdkafkaLog:
+    """librdkafka's own log lines (one per reconnect attempt while a broker is down) go
+    to DEBUG; what an operator must see arrives through error_cb and delivery reports,
+    which the sink logs once per state change."""
+
+    def __init__(self):
+        self.logger = logging.getLogger("appliance.librdkafka")
+
+    def log(self, level, fmt, *args):
+        self.logger.debug(fmt, *args)
+
+
 def fit(rec: dict, limit: int) -> bytes:
     """Encode a record, shortening payloads until it fits in `limit` bytes."""
     value = encode(rec)
@@ -69,7 +81,7 @@ class KafkaSink:
         self.max_message = settings.max_message_bytes
         conf = settings.kafka_config()
         conf["error_cb"] = self._on_error
-        conf["logger"] = logging.getLogger("appliance.librdkafka")
+        conf["logger"] = LibrdkafkaLog()
         self.conf = conf
         self.factory = producer_factory or Producer
         self.producer = self.factory(conf)

@@ -25,12 +25,14 @@ def broker(tmp_path):
 
 
 class Appliance:
+    count = 0
     def __init__(self, tmp_path, args, env=None):
         self.udp = free_port(socket.SOCK_DGRAM)
         self.http_port = free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
-        self.log = tmp_path / "appliance.log"
-        self.spool = tmp_path / "spool"
+        Appliance.count += 1
+        self.log = tmp_path / f"appliance-{Appliance.count}.log"
+        self.spool = tmp_path / f"spool-{Appliance.count}"
         cmd = [sys.executable, "-m", "appliance", "run", "--http", f"127.0.0.1:{self.http_port}",
                "--spool-dir", str(self.spool), *args]
         if "--listen" not in args and "gcp" not in args:

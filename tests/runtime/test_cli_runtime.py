@@ -101,3 +101,28 @@ def test_replay_shows_a_progress_bar_on_a_terminal(tmp_path):
     text = out.decode(errors="replace")
     assert "\x1b[" in text  # rich drew (and cleared) a live bar
     assert "replay: 24 packets" in text
+
+
+def test_log_level_controls_output_and_secrets_never_appear(appliance):
+    from appliance.broker import free_port
+
+    dead = f"127.0.0.1:{free_port()}"
+    env = {"APPLIANCE_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+           "APPLIANCE_KAFKA_SASL_MECHANISM": "PLAIN", "APPLIANCE_KAFKA_SASL_USERNAME": "u",
+           "APPLIANCE_KAFKA_SASL_PASSWORD": "pa55-secret"}
+    quiet = appliance(["--mode", "aws", "--kafka", dead, "--workers", "1", "--log-level", "OFF",
+                       "--batch-time", "0.05"], env=env)
+    chatty = appliance(["--mode", "aws", "--kafka", dead, "--workers", "1", "--log-level", "INFO",
+                        "--batch-time", "0.05"], env=env)
+    frames, _ = connections(2, exchanges=1)
+    from appliance.demo import send_vxlan
+
+    for app in (quiet, chatty):
+        send_vxlan(frames, app.udp, vni=1)
+        app.wait_status(lambda s: s["kafka"]["state"] == "down", timeout=30)
+        assert app.terminate() == 0
+    assert quiet.log.read_text() == ""
+    text = chatty.log.read_text()
+    assert "running: mode aws" in text and "Kafka unreachable" in text
+    assert "pa55-secret" not in text
+    assert '"path"' not in text and "/api/" not in text  # no pair content in the logs
