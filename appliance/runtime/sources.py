@@ -4,11 +4,11 @@ AWS mode: UDP sockets bound on the VXLAN port, and on the GENEVE port when enabl
 the kernel sends no ICMP port-unreachable for mirrored packets), read with recvmmsg.
 With N workers, N sockets per port join one
 SO_REUSEPORT group and a classic BPF program picks the socket from a *symmetric* hash
-of the inner IPv4 connection (src^dst^sport^dport), so both directions of a connection
+of the inner IPv4 or IPv6 connection (src^dst^sport^dport), so both directions of a connection
 reach the same worker even though AWS varies the outer UDP source port per direction.
 Each tunnel has its program (GENEVE's inner header follows variable-length options).
-Inner IPv6 and other frames go to socket 0 (consistent, if not balanced); IP fragments
-hash on addresses only so that all fragments of a datagram meet.
+Other frames go to socket 0 (consistent, if not balanced); IPv4 fragments and IPv6
+packets with extension headers hash on addresses only, so all pieces of a flow meet.
 
 GCP mode: libpcap (pcapy-ng) in promiscuous mode on the interface, with a BPF filter
 that leaves out the appliance's own SSH, health and Kafka traffic; with N workers the
@@ -54,8 +54,9 @@ def _assemble(prog: list) -> bytes:
 
 
 def _hash_tail(n: int) -> list:
-    """With X = offset of the inner IPv4 header: symmetric hash of the connection
-    (src^dst^sport^dport; addresses only for fragments), mixed, modulo n."""
+    """With X = offset of the inner IP header (label "ip" for IPv4, "ip6" for IPv6): a
+    symmetric hash of the connection (src^dst^sport^dport; addresses only for IPv4
+    fragments and IPv6 extension headers), mixed, modulo n."""
     return [
         ("ip", STX, 2, None, None),          # M2 = ip offset
         (None, LD_W_IND, 12, None, None),    # src
@@ -80,6 +81,30 @@ def _hash_tail(n: int) -> list:
         (None, LDX_MEM, 0, None, None),
         (None, XOR_X, 0, None, None),
         (None, ST, 0, None, None),
+        (None, JA, 0, "fold", None),
+        # inner IPv6 (X = its offset): xor of the 8 address words, then the ports when
+        # the next header is TCP or UDP (extension headers: addresses only)
+        ("ip6", STX, 2, None, None),
+        (None, LD_W_IND, 8, None, None),
+        (None, ST, 0, None, None),
+    ] + [ins for off in range(12, 40, 4) for ins in (
+        (None, LD_W_IND, off, None, None),
+        (None, LDX_MEM, 0, None, None),
+        (None, XOR_X, 0, None, None),
+        (None, ST, 0, None, None),
+        (None, LDX_MEM, 2, None, None),
+    )] + [
+        (None, LD_B_IND, 6, None, None),     # next header
+        (None, JEQ_K, 6, "ports6", None),
+        (None, JEQ_K, 17, "ports6", "fold"),
+        ("ports6", LD_H_IND, 40, None, None),
+        (None, ST, 1, None, None),
+        (None, LD_H_IND, 42, None, None),
+        (None, LDX_MEM, 1, None, None),
+        (None, XOR_X, 0, None, None),
+        (None, LDX_MEM, 0, None, None),
+        (None, XOR_X, 0, None, None),
+        (None, ST, 0, None, None),
         ("fold", LD_MEM, 0, None, None),
         (None, RSH_K, 16, None, None),
         (None, LDX_MEM, 0, None, None),
@@ -88,17 +113,17 @@ def _hash_tail(n: int) -> list:
         (None, RSH_K, 16, None, None),
         (None, MOD_K, n, None, None),
         (None, RET_A, 0, None, None),
-        ("other", RET_K, 0, None, None),     # not inner IPv4: socket 0 (consistent)
+        ("other", RET_K, 0, None, None),     # not inner IP: socket 0 (consistent)
     ]
 
 
 def vxlan_shard_program(n: int) -> bytes:
     """cBPF run on the UDP payload: VXLAN header at 0, inner Ethernet at 8."""
     return _assemble([
+        (None, LDX_IMM, 22, None, None),           # inner IP at 8 + 14
         (None, LD_H_ABS, 20, None, None),          # inner ethertype
-        (None, JEQ_K, 0x0800, None, "other"),
-        (None, LDX_IMM, 22, None, None),           # inner IPv4 at 8 + 14
-        (None, JA, 0, "ip", None),
+        (None, JEQ_K, 0x0800, "ip", None),
+        (None, JEQ_K, 0x86DD, "ip6", "other"),
     ] + _hash_tail(n))
 
 
@@ -111,17 +136,18 @@ def geneve_shard_program(n: int) -> bytes:
         (None, TAX, 0, None, None),                # X = options length
         (None, LD_H_ABS, 2, None, None),           # protocol type
         (None, JEQ_K, 0x6558, "teb", None),
-        (None, JEQ_K, 0x0800, None, "other"),
-        (None, TXA, 0, None, None),                # inner IPv4 right after the options
+        (None, ST, 3, None, None),                 # M3 = the IP ethertype
+        (None, TXA, 0, None, None),                # inner IP right after the options
         (None, ADD_K, 8, None, None),
-        (None, TAX, 0, None, None),
-        (None, JA, 0, "ip", None),
+        (None, JA, 0, "dispatch", None),
         ("teb", LD_H_IND, 20, None, None),         # inner ethertype at 8 + options + 12
-        (None, JEQ_K, 0x0800, None, "other"),
+        (None, ST, 3, None, None),
         (None, TXA, 0, None, None),
         (None, ADD_K, 22, None, None),
-        (None, TAX, 0, None, None),
-        (None, JA, 0, "ip", None),
+        ("dispatch", TAX, 0, None, None),
+        (None, LD_MEM, 3, None, None),
+        (None, JEQ_K, 0x0800, "ip", None),
+        (None, JEQ_K, 0x86DD, "ip6", "other"),
     ] + _hash_tail(n))
 
 
@@ -134,23 +160,37 @@ def _shard_at(b: bytes, ip: int, n: int) -> int:
     return (((a * _MIX) & 0xFFFFFFFF) >> 16) % n
 
 
+def _shard6_at(b: bytes, ip: int, n: int) -> int:
+    a = 0
+    for off in range(8, 40, 4):
+        a ^= struct.unpack_from("!I", b, ip + off)[0]
+    if b[ip + 6] in (6, 17):
+        a ^= struct.unpack_from("!H", b, ip + 40)[0] ^ struct.unpack_from("!H", b, ip + 42)[0]
+    a ^= a >> 16
+    return (((a * _MIX) & 0xFFFFFFFF) >> 16) % n
+
+
+def _shard_by_type(b: bytes, etype: int, ip: int, n: int) -> int:
+    if etype == 0x0800:
+        return _shard_at(b, ip, n)
+    if etype == 0x86DD:
+        return _shard6_at(b, ip, n)
+    return 0
+
+
 def shard_of(vxlan_payload: bytes, n: int) -> int:
     """The socket index the VXLAN program picks (a Python mirror, for tests)."""
-    b = vxlan_payload
-    if len(b) < 22 or b[20:22] != b"\x08\x00":
-        return 0
-    return _shard_at(b, 22, n)
+    return _shard_by_type(vxlan_payload, struct.unpack_from("!H", vxlan_payload, 20)[0], 22, n)
 
 
 def geneve_shard_of(payload: bytes, n: int) -> int:
     """The socket index the GENEVE program picks (a Python mirror, for tests)."""
     opt = (payload[0] & 0x3F) * 4
     ptype = struct.unpack_from("!H", payload, 2)[0]
-    if ptype == 0x0800:
-        return _shard_at(payload, 8 + opt, n)
-    if ptype == 0x6558 and payload[8 + opt + 12:8 + opt + 14] == b"\x08\x00":
-        return _shard_at(payload, 8 + opt + 14, n)
-    return 0
+    if ptype == 0x6558:
+        etype = struct.unpack_from("!H", payload, 8 + opt + 12)[0]
+        return _shard_by_type(payload, etype, 8 + opt + 14, n)
+    return _shard_by_type(payload, ptype, 8 + opt, n)
 
 
 def attach_shard_program(sock: socket.socket, n: int, tunnel: str = "vxlan") -> None:

@@ -18,6 +18,16 @@ def _drain(sock):
             return out
 
 
+def v6_frames(n):
+    frames = []
+    for i in range(n):
+        c = synth.Conversation(client=f"2001:db8::{i + 1:x}", server="2001:db8:ffff::10",
+                               cport=40000 + i, sport=443)
+        c.handshake().exchange(synth.http_request("GET", "/"), synth.http_response(200, b"x"))
+        frames += c.frames
+    return frames
+
+
 OPTS = b"\x01\x03\x80\x01\0\0\0\x2a"  # one 8-byte GENEVE option
 
 
@@ -25,17 +35,20 @@ OPTS = b"\x01\x03\x80\x01\0\0\0\x2a"  # one 8-byte GENEVE option
     ("vxlan", lambda f: synth.vxlan(f, 3), shard_of),
     ("geneve", lambda f: synth.geneve(f, 3, options=OPTS), geneve_shard_of),
     ("geneve", lambda f: synth.geneve(f[14:], 3, ethertype=0x0800), geneve_shard_of),
-], ids=["vxlan", "geneve-ethernet-with-options", "geneve-ipv4"])
-def test_kernel_choice_matches_symmetric_hash(tunnel, wrap, mirror):
+    ("vxlan", lambda f: synth.vxlan(f, 3), shard_of),
+    ("geneve", lambda f: synth.geneve(f[14:], 3, options=OPTS, ethertype=0x86DD), geneve_shard_of),
+], ids=["vxlan", "geneve-ethernet-with-options", "geneve-ipv4", "vxlan-ipv6", "geneve-ipv6"])
+def test_kernel_choice_matches_symmetric_hash(tunnel, wrap, mirror, request):
     import socket
 
+    v6 = "ipv6" in request.node.callspec.id
     n = 3
     socks = udp_sockets("127.0.0.1", 0, 1)  # find a free port
     port = socks[0].getsockname()[1]
     socks[0].close()
     socks = udp_sockets("127.0.0.1", port, n, tunnel=tunnel)
     try:
-        frames, _ = connections(60, exchanges=1)
+        frames = v6_frames(60) if v6 else connections(60, exchanges=1)[0]
         tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sent = [wrap(f) for _, f in frames]
         for d in sent:
@@ -50,7 +63,10 @@ def test_kernel_choice_matches_symmetric_hash(tunnel, wrap, mirror):
         # and the mirror is symmetric: both directions of each connection on one socket
         by_conn = {}
         for _, f in frames:
-            a, b = f[26:30] + f[34:36], f[30:34] + f[36:38]
+            if v6:
+                a, b = f[22:38] + f[54:56], f[38:54] + f[56:58]
+            else:
+                a, b = f[26:30] + f[34:36], f[30:34] + f[36:38]
             by_conn.setdefault(min(a, b) + max(a, b), set()).add(mirror(wrap(f), n))
         assert all(len(v) == 1 for v in by_conn.values())
     finally:
