@@ -64,7 +64,7 @@ def _size(text: str) -> int:
     return value
 
 
-def replay_files(paths, pipeline, sink, progress=None, errors=None):
+def replay_files(paths, pipeline, sink, progress=None):
     """Feed every capture through the pipeline into the sink.  Returns the worst exit code."""
     from appliance.capture.file import CaptureError, CaptureFile, TruncatedCapture
 
@@ -204,20 +204,14 @@ def _demo_offline() -> int:
     import json
 
     from appliance.core.pipeline import Pipeline
+    from appliance.sinks.memory import ListSink
     from appliance.synth import sample_frames, write_pcap
 
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "sample.pcap")
         write_pcap(path, sample_frames())
         pipeline = Pipeline()
-
-        class Collect:
-            records: list = []
-
-            def write(self, recs):
-                self.records.extend(recs)
-
-        sink = Collect()
+        sink = ListSink()
         replay_files([path], pipeline, sink)
     for rec in sink.records:
         print(json.dumps(rec, indent=2, ensure_ascii=False))

@@ -24,20 +24,16 @@ def capture_for(expected: Path) -> Path:
     return CORPUS / "pcaps" / rel
 
 
-def replay(capture: Path) -> list[dict]:
+def replay(capture: Path):
+    """(records, pipeline, exit status) of replaying one capture."""
     from appliance.commands import replay_files
     from appliance.core.pipeline import Pipeline
+    from appliance.sinks.memory import ListSink
 
-    class Sink:
-        def __init__(self):
-            self.records = []
-
-        def write(self, recs):
-            self.records.extend(recs)
-
-    sink = Sink()
-    replay_files([str(capture)], Pipeline(), sink)
-    return sink.records
+    sink = ListSink()
+    pipeline = Pipeline()
+    status = replay_files([str(capture)], pipeline, sink)
+    return sink.records, pipeline, status
 
 
 def _norm(key: str, value) -> str:
@@ -58,7 +54,7 @@ def compare(expected: Path):
     """Return (rows, pairs, matched list of (row, rec), unmatched rows, unmatched pairs)."""
     rows = [json.loads(line) for line in expected.read_text().splitlines() if line.strip()]
     rows = [r for r in rows if r.get("method") and r.get("status_code") not in (None, "")]
-    recs = [r for r in replay(capture_for(expected)) if r["is_pending"] == "false"]
+    recs = [r for r in replay(capture_for(expected))[0] if r["is_pending"] == "false"]
     free = list(recs)
     matched, missing = [], []
     for row in rows:

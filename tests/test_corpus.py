@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from corpus_compare import CORPUS, body_len_mismatches, compare, expected_files
+from corpus_compare import CORPUS, body_len_mismatches, compare, expected_files, replay
 
 pytestmark = pytest.mark.skipif(not (CORPUS / "expected").is_dir(),
                                 reason=f"shared corpus not found at {CORPUS} (set APPLIANCE_CORPUS)")
@@ -68,17 +68,7 @@ ALL_CAPTURES = sorted(p for p in (CORPUS / "pcaps").rglob("*") if p.is_file()) \
 
 @pytest.mark.parametrize("capture", ALL_CAPTURES, ids=lambda p: str(p.relative_to(CORPUS / "pcaps")))
 def test_every_capture_replays_without_exception(capture):
-    from appliance.commands import replay_files
-    from appliance.core.pipeline import Pipeline
-
-    class Sink:
-        records = []
-
-        def write(self, recs):
-            self.records.extend(recs)
-
-    p = Pipeline()
-    status = replay_files([str(capture)], p, Sink())
+    _, p, status = replay(capture)
     assert status == 0
     s = p.stats()
     assert s["packets"] > 0
@@ -87,30 +77,11 @@ def test_every_capture_replays_without_exception(capture):
 
 def test_real_aws_mirroring_capture_keeps_vni():
     """suricata-verify's capture is real AWS VPC traffic mirroring (VNI 5569041)."""
-    from appliance.commands import replay_files
-    from appliance.core.pipeline import Pipeline
-
-    class Sink:
-        def write(self, recs):
-            pass
-
-    p = Pipeline()
-    replay_files([str(CORPUS / "pcaps/suricata-verify/tests/vxlan-decoder-03/vxlan.pcap")], p, Sink())
+    _, p, _ = replay(CORPUS / "pcaps/suricata-verify/tests/vxlan-decoder-03/vxlan.pcap")
     assert 5569041 in p.vni_stats and p.vni_stats[5569041][0] > 0
 
 
 def test_vxlan_http_capture_pairs_with_vni():
-    from appliance.commands import replay_files
-    from appliance.core.pipeline import Pipeline
-
-    class Sink:
-        records = []
-
-        def write(self, recs):
-            self.records.extend(recs)
-
-    sink = Sink()
-    replay_files([str(CORPUS / "pcaps/zeek/testing/btest/Traces/tunnels/vxlan-encapsulated-http.pcap")],
-                 Pipeline(), sink)
-    assert [(r["path"], r["statusCode"]) for r in sink.records] == [("/image/svg", "200")]
-    assert sink.records[0]["akto_vxlan_id"] != "0"
+    records, _, _ = replay(CORPUS / "pcaps/zeek/testing/btest/Traces/tunnels/vxlan-encapsulated-http.pcap")
+    assert [(r["path"], r["statusCode"]) for r in records] == [("/image/svg", "200")]
+    assert records[0]["akto_vxlan_id"] != "0"

@@ -52,7 +52,7 @@ class Message:
     """One HTTP message.  ``headers`` keeps every field in wire order, repeats included."""
 
     __slots__ = ("ts", "method", "target", "version", "status", "reason", "headers", "parts",
-                 "raw_len", "stored", "complete", "flags", "te", "encoding", "upgrade", "conn_close",
+                 "stored", "complete", "flags", "te", "encoding",
                  "response")
 
     def __init__(self, ts: float):
@@ -64,14 +64,11 @@ class Message:
         self.reason = ""
         self.headers: list = []
         self.parts: list = []
-        self.raw_len = 0  # body bytes seen (after de-chunking), gaps included
         self.stored = 0  # body bytes kept in `parts`
         self.complete = False
         self.flags: set | None = None  # 'gap', 'truncated', 'incomplete', 'bad_chunk'
         self.te = ""  # transfer-codings other than chunked, e.g. "gzip"
         self.encoding = ""  # content-coding
-        self.upgrade = False
-        self.conn_close = False
         self.response: Message | None = None
 
     def flag(self, name: str) -> None:
@@ -147,14 +144,12 @@ class HttpHalf:
             return
         if state == BODY_LEN and n <= self.remaining and msg is not None:
             msg.flag("gap")
-            msg.raw_len += n
             self.remaining -= n
             if self.remaining == 0:
                 self._finish()
             return
         if state == BODY_EOF and msg is not None:
             msg.flag("gap")
-            msg.raw_len += n
             return
         if msg is not None:  # a gap in chunk framing or past the end of a body
             msg.flag("gap")
@@ -408,11 +403,6 @@ class HttpHalf:
                         msg.te = c if not msg.te else msg.te + "," + c
             elif lname == "content-encoding":
                 msg.encoding = value.strip().lower()
-            elif lname == "connection":
-                if "close" in value.lower():
-                    msg.conn_close = True
-            elif lname == "upgrade":
-                msg.upgrade = True
         return length, chunked
 
     def _request_head(self, ts: float, data: bytes, pos: int, end: int) -> int:
@@ -475,7 +465,6 @@ class HttpHalf:
     def _body(self, chunk: bytes) -> None:
         msg = self.msg
         n = len(chunk)
-        msg.raw_len += n
         if msg.stored < self.max_body:
             msg.parts.append(chunk)
             msg.stored += n

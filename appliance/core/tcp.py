@@ -217,5 +217,3 @@ class TcpHalf:
         self.done = True
         self.consumer.eof(ts)
 
-    def buffered(self) -> int:
-        return self.held_bytes
