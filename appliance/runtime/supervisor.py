@@ -332,10 +332,13 @@ class Supervisor:
         alive = sum(p.is_alive() for p in self.procs)
         if alive < len(self.procs):
             return False, f"{len(self.procs) - alive} worker(s) down"
+        # every worker reports once its capture is open (and, in gcp mode, it has joined
+        # the fanout group): until then traffic would be missed, or a flow split between
+        # workers while the group is still forming
+        if len(self.latest) < len(self.procs):
+            return False, "starting"
         now = time.time()
         stale = [w for w, rep in self.latest.items() if now - rep["time"] > 5]
-        if len(self.latest) < len(self.procs) and now - self.started > 5:
-            return False, "workers not reporting"
         if stale:
             return False, f"worker(s) {stale} not reporting"
         return True, "ok"

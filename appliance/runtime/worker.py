@@ -176,11 +176,13 @@ def worker_main(settings, worker_id, stop, shed, report, source, jsonl) -> None:
     try:
         w = Worker(settings, worker_id, stop, shed, report, jsonl)
         if source[0] == "udp":
+            w.send_report()  # capturing: the supervisor reports healthy once all have
             w.run_udp(source[1])
         else:
             from appliance.runtime.sources import open_live
 
             handle = open_live(source[1], source[2], source[3])
+            w.send_report()  # in the fanout group now
             w.run_pcap(handle)
     except Exception as exc:  # reported once, in one line; the supervisor decides
         log.error("worker %d failed: %s: %s", worker_id, type(exc).__name__, exc)

@@ -28,3 +28,26 @@ def test_missing_or_garbage_map_means_unknown(tmp_path):
     assert load_session_map(str(bad)) == {}
     bad.write_text("[1, 2]")
     assert load_session_map(str(bad)) == {}
+
+
+def test_not_healthy_until_every_worker_captures():
+    """/healthz stays 503 until each worker has reported with its capture open, so load
+    balancers send no mirrored traffic that would be missed or split across workers."""
+    import time
+
+    from appliance.config import load_settings
+    from appliance.runtime.supervisor import Supervisor
+
+    class Alive:  # a stand-in for a running worker process: only is_alive() is asked
+        def is_alive(self):
+            return True
+
+    sup = Supervisor(load_settings(env={}))
+    sup.procs = [Alive(), Alive()]
+    assert sup.healthy() == (False, "starting")
+    sup.latest[0] = {"time": time.time()}
+    assert sup.healthy() == (False, "starting")
+    sup.latest[1] = {"time": time.time()}
+    assert sup.healthy() == (True, "ok")
+    sup.latest[1]["time"] -= 10
+    assert sup.healthy()[0] is False
