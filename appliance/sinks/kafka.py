@@ -154,6 +154,14 @@ class KafkaSink:
                 spool_first = not self._produce(key, value)
         self.poll()
 
+    @property
+    def in_memory(self) -> int:
+        """Messages handed to librdkafka and not yet reported on.  Every produced message
+        gets exactly one delivery report (success, failure or purge), so this is exact;
+        ``len(producer)`` is not a message count: it also counts protocol requests such as
+        the idempotent producer's InitProducerId while the broker is down."""
+        return self.produced - self.delivered - self.failed
+
     def _produce(self, key, value) -> bool:
         try:
             self.producer.produce(self.topic, value, key, on_delivery=self._on_delivery)
@@ -164,17 +172,16 @@ class KafkaSink:
             return False
 
     def poll(self) -> None:
-        producer = self.producer
-        producer.poll(0)
+        self.producer.poll(0)
         now = time.monotonic()
-        if not len(producer):
+        if not self.in_memory:
             self.last_progress = now
         elif self.need_reset or now - self.last_progress > self.stall_secs:
             self._reset_producer()
         if not len(self.spool):
             return
         if self.state == "up":
-            room = self.queue_max // 2 - len(self.producer)
+            room = self.queue_max // 2 - self.in_memory
             if room > 0:
                 self.spool.flush()
                 for key, value in self.spool.read(min(room, 5000)):
@@ -182,7 +189,7 @@ class KafkaSink:
                         break
         else:
             now = time.monotonic()
-            if now - self.last_probe >= 1.0 and len(self.producer) == 0:
+            if now - self.last_probe >= 1.0 and not self.in_memory:
                 # one message at a time tells us when the broker is back
                 self.last_probe = now
                 self.spool.flush()
@@ -192,7 +199,7 @@ class KafkaSink:
     def _reset_producer(self) -> None:
         reason = "fatal error" if self.need_reset else f"no delivery for {self.stall_secs:.0f}s"
         log.warning("recreating the Kafka producer (%s); %d queued messages go to the spool",
-                    reason, len(self.producer))
+                    reason, self.in_memory)
         self._purge_to_spool()
         self.producer = self.factory(self.conf)
         self.resets += 1
@@ -202,7 +209,7 @@ class KafkaSink:
 
     def stats(self) -> dict:
         return {"state": self.state, "brokers": self.brokers, "topic": self.topic,
-                "queued": len(self.producer), "spooled": len(self.spool),
+                "queued": self.in_memory, "spooled": len(self.spool),
                 "spool_bytes": self.spool.bytes, "delivered": self.delivered,
                 "failed": self.failed, "dropped": self.spool.dropped}
 
@@ -211,12 +218,12 @@ class KafkaSink:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.poll()
-            if not len(self.spool) and not len(self.producer):
+            if not len(self.spool) and not self.in_memory:
                 break
             self.producer.flush(0.2)
-            if self.state == "down" and not len(self.producer):
+            if self.state == "down" and not self.in_memory:
                 break
-        if len(self.producer):
+        if self.in_memory:
             self._purge_to_spool()
         self.spool.close()
 
