@@ -17,7 +17,10 @@ from statusd import NOW, StatusServer, sample_status
 
 from tui.app import ConsoleApp
 
-PORT_A, PORT_B, PORT_CLOSED = 47311, 47312, 47313
+# The URLs appear on screen, so the ports are fixed.  They sit below Linux's ephemeral
+# range (32768-60999), so no outgoing connection of this or another test can hold them;
+# only a service deliberately listening there could, and that fails loudly.
+PORT_A, PORT_B, PORT_CLOSED = 27311, 27312, 27313
 # a throughput history with some shape for the sparklines
 WAVE = (0.55, 0.6, 0.7, 0.9, 1.0, 0.95, 0.8, 0.85, 1.1, 1.3, 1.2, 1.0)
 
@@ -34,7 +37,7 @@ def fixed_server(port: int, doc: dict) -> StatusServer:
     try:
         return StatusServer(doc, port=port)
     except OSError as exc:
-        pytest.skip(f"snapshot port {port} is in use here: {exc}")
+        pytest.fail(f"snapshot port {port} is taken by another service here: {exc}")
 
 
 @pytest.fixture
@@ -64,7 +67,7 @@ def closed_port():
         try:
             s.bind(("127.0.0.1", PORT_CLOSED))
         except OSError:
-            pytest.skip(f"port {PORT_CLOSED} is in use here")
+            pytest.fail(f"port {PORT_CLOSED} must be closed for this test, and is in use here")
     return f"http://127.0.0.1:{PORT_CLOSED}"
 
 
