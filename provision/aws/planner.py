@@ -126,12 +126,17 @@ def _rules_of(flt: dict) -> list[Rule]:
     return [Rule.from_api(r) for r in flt.get("IngressFilterRules", []) + flt.get("EgressFilterRules", [])]
 
 
+def _in_use_elsewhere(kind: str, rid: str, users: list[str]) -> Item:
+    return Item("skip", kind, rid,
+                detail=f"not deleted: used by {len(users)} session(s) of other deployments ({', '.join(users[:3])})")
+
+
 def filter_delete_items(flt: dict, state: MirrorState, reason: str) -> list[Item]:
     """Delete a filter of this deployment: its rules first, then the filter (unless others use it)."""
     fid = flt["TrafficMirrorFilterId"]
     users = state.foreign_users(filter_id=fid)
     if users:
-        return [Item("skip", "filter", fid, detail=f"not deleted: used by {len(users)} session(s) of other deployments ({', '.join(users[:3])})")]
+        return [_in_use_elsewhere("filter", fid, users)]
     depends = [s["TrafficMirrorSessionId"] for s in state.our_sessions if s.get("TrafficMirrorFilterId") == fid]
     items = [
         Item("delete", "rule", r.rule_id, detail=r.summary(), op="delete-rule",
@@ -147,7 +152,7 @@ def target_delete_items(tgt: dict, state: MirrorState, reason: str) -> list[Item
     tid = tgt["TrafficMirrorTargetId"]
     users = state.foreign_users(target_id=tid)
     if users:
-        return [Item("skip", "target", tid, detail=f"not deleted: used by {len(users)} session(s) of other deployments ({', '.join(users[:3])})")]
+        return [_in_use_elsewhere("target", tid, users)]
     depends = [s["TrafficMirrorSessionId"] for s in state.our_sessions if s.get("TrafficMirrorTargetId") == tid]
     return [Item("delete", "target", tid, detail=reason, op="delete-target",
                  params={"TrafficMirrorTargetId": tid}, depends=depends)]
