@@ -64,10 +64,15 @@ def _size(text: str) -> int:
     return value
 
 
-def replay_files(paths, pipeline, sink, progress=None):
-    """Feed every capture through the pipeline into the sink.  Returns the worst exit code."""
+def replay_files(paths, pipeline, sink, progress=None, formatter=None):
+    """Feed every capture through the pipeline, the formatter (Pair -> Akto record) and into
+    the sink.  Returns the worst exit code."""
     from appliance.capture.file import CaptureError, CaptureFile, TruncatedCapture
+    from appliance.format.record import Formatter
 
+    if formatter is None:
+        formatter = Formatter(max_body=pipeline.cfg.max_body)
+    pipeline.formatter = formatter
     status = 0
     feed = pipeline.feed_batch
     for path in paths:
@@ -81,25 +86,26 @@ def replay_files(paths, pipeline, sink, progress=None):
             for buf, meta in cap.batches():
                 feed(cap.linktype, buf, meta)
                 if pipeline.out:
-                    sink.write(pipeline.take())
+                    sink.write(formatter.records(pipeline.take()))
                 if progress is not None:
                     progress(path, cap)
         except TruncatedCapture as exc:
             print(f"appliance: warning: {exc}; pairs before the cut were kept", file=sys.stderr)
             status = max(status, EXIT_TRUNCATED)
     pipeline.close()
-    sink.write(pipeline.take())
+    sink.write(formatter.records(pipeline.take()))
     return status
 
 
 def cmd_replay(args) -> int:
     from appliance.cli import CliError
     from appliance.core.pipeline import Pipeline, PipelineConfig
+    from appliance.format.record import Formatter
     from appliance.sinks.jsonl import JsonlSink
 
-    cfg = PipelineConfig(source=args.source, account_id=args.account_id, max_body=args.max_body,
-                         idle_timeout=args.idle_timeout)
+    cfg = PipelineConfig(max_body=args.max_body, idle_timeout=args.idle_timeout)
     pipeline = Pipeline(cfg)
+    formatter = Formatter(source=args.source, account_id=args.account_id, max_body=args.max_body)
     try:
         sink = _kafka_sink(args) if args.kafka else JsonlSink(args.jsonl)
     except OSError as exc:
@@ -107,7 +113,7 @@ def cmd_replay(args) -> int:
     started = time.perf_counter()
     progress, done = _progress_bar(args)
     try:
-        status = replay_files(args.captures, pipeline, sink, progress)
+        status = replay_files(args.captures, pipeline, sink, progress, formatter)
     finally:
         done()
         try:
@@ -116,7 +122,7 @@ def cmd_replay(args) -> int:
             raise CliError(f"{args.jsonl}: cannot write: {exc.strerror}") from None
     elapsed = time.perf_counter() - started
     if not args.quiet:
-        print(summary_line(pipeline.stats(), elapsed), file=sys.stderr)
+        print(summary_line(pipeline.stats(), elapsed, formatter.stats()), file=sys.stderr)
     return status
 
 
@@ -153,12 +159,13 @@ def _kafka_sink(args):
     return Flushing()
 
 
-def summary_line(s: dict, elapsed: float) -> str:
+def summary_line(s: dict, elapsed: float, f: dict | None = None) -> str:
+    decode_errors = (f or {}).get("decode_errors", 0)
     rate = s["packets"] / elapsed if elapsed > 0 else 0.0
     mbit = s["bytes"] * 8 / elapsed / 1e6 if elapsed > 0 else 0.0
     return (f"replay: {s['packets']} packets, {s['bytes']} bytes, {s['connections']} connections, "
             f"{s['pairs']} pairs, {s['pending']} pending, {s['malformed']} malformed, "
-            f"{s['gaps']} gaps, {s['decode_errors']} decode errors, "
+            f"{s['gaps']} gaps, {decode_errors} decode errors, "
             f"{s['orphan_responses']} orphan responses; {elapsed:.2f}s, "
             f"{rate:,.0f} packets/s, {mbit:,.1f} Mbit/s")
 

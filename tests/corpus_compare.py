@@ -28,11 +28,12 @@ def replay(capture: Path):
     """(records, pipeline, exit status) of replaying one capture."""
     from appliance.commands import replay_files
     from appliance.core.pipeline import Pipeline
+    from appliance.format.record import Formatter
     from appliance.sinks.memory import ListSink
 
     sink = ListSink()
     pipeline = Pipeline()
-    status = replay_files([str(capture)], pipeline, sink)
+    status = replay_files([str(capture)], pipeline, sink, formatter=Formatter())
     return sink.records, pipeline, status
 
 

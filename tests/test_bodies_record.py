@@ -60,7 +60,7 @@ def test_decode_error_keeps_the_pair_with_the_raw_body_and_counts():
     assert "response_decode_error" in r["anomalies"]
     assert r["responsePayloadEncoding"] == "base64"
     assert base64.b64decode(r["responsePayload"]) == bad
-    assert p.stats()["decode_errors"] == 1
+    assert p.formatter.stats()["decode_errors"] == 1
 
 
 def test_unsupported_encoding_is_kept_raw_and_marked():

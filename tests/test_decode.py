@@ -134,7 +134,7 @@ def test_ipv6_connection_addresses_in_record():
 @pytest.mark.parametrize("frame,reason", [
     (b"\x02\0\0\0\0\x01\x02\0", "malformed_link"),
     (synth.ethernet(b"\x45\0\0", 0x0800), "malformed_ip"),
-    (synth.ethernet(b"\x47" + b"\0" * 30, 0x0800), "malformed_ip"),
+    (synth.ethernet(b"\x47\x00\x00\x0a" + b"\0" * 27, 0x0800), "malformed_ip"),  # total < IHL
     (synth.ethernet(synth.ipv4("10.0.0.1", "10.0.0.2", 6, b"\0" * 10), 0x0800), "malformed_tcp"),
     (synth.ethernet(synth.ipv4("10.0.0.1", "10.0.0.2", 6,
                                synth.tcp(1, 2, 0, 0, 0x10)[:12] + b"\xf0\x10" + b"\0" * 6), 0x0800),

@@ -4,7 +4,7 @@ import pytest
 
 from appliance import synth
 from appliance.config import ConfigError, load_settings, parse_discovery_config
-from appliance.filters import PairFilter
+from appliance.format.filters import PairFilter
 from helpers import run_frames
 
 
@@ -28,7 +28,7 @@ def test_discovery_config_reject_absent_and_regex():
               + exchange("a", "/nomatch", headers=[("x-forwarded-client-cert", "By=spiffe://c/ns/other")], cport=3))
     recs, p = run(frames, discovery_rules=rules)
     assert [r["path"] for r in recs] == ["/match"]
-    assert p.drops == {"filter_discovery_config": 2}
+    assert p.formatter.drops == {"filter_discovery_config": 2}
 
 
 def test_discovery_config_accept_absent():
@@ -44,7 +44,7 @@ def test_discovery_config_accept_absent():
 def test_ignore_ip_traffic(host, dropped):
     recs, p = run(exchange(host), ignore_ip_host=True)
     assert (len(recs) == 0) is dropped
-    assert p.drops.get("filter_ip_host", 0) == int(dropped)
+    assert p.formatter.drops.get("filter_ip_host", 0) == int(dropped)
 
 
 def test_ignore_cloud_metadata_by_host_and_by_address():
@@ -54,7 +54,7 @@ def test_ignore_cloud_metadata_by_host_and_by_address():
               + exchange("api.internal", "/kept", cport=4))
     recs, p = run(frames, ignore_metadata=True)
     assert [r["path"] for r in recs] == ["/kept"]
-    assert p.drops == {"filter_cloud_metadata": 3}
+    assert p.formatter.drops == {"filter_cloud_metadata": 3}
 
 
 def test_disable_egress_drops_calls_to_external_servers_only():
@@ -64,7 +64,7 @@ def test_disable_egress_drops_calls_to_external_servers_only():
               + exchange("east-west", "/internal", client="10.0.0.1", server="192.168.1.1", cport=3))
     recs, p = run(frames, disable_egress=True, internal_cidrs=internal)
     assert [r["path"] for r in recs] == ["/inbound-from-internet", "/internal"]
-    assert p.drops == {"filter_egress": 1}
+    assert p.formatter.drops == {"filter_egress": 1}
 
 
 def test_ignored_ports_counted():

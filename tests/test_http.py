@@ -141,15 +141,17 @@ def test_response_captured_before_its_request_still_pairs():
     c = synth.Conversation(client="10.0.0.50", server="10.0.0.5", cport=80, sport=50000)
     c.handshake()
     request = req("GET", "/who")
+    server_before = c.sseq  # what the client had received when it sent the request
     pieces_req = c.segments(True, request)
     pieces_resp = c.segments(False, resp(200, b"me"))
     frames = list(c.frames)  # the handshake
     t = c.t + 0.001
-    for seq, data in pieces_resp:
+    for seq, data in pieces_resp:  # sent after the whole request was received
         frames.append((t, c._frame(c.server, c.client, c.sport, c.cport, seq, c.cseq, 0x18, data)))
         t += 0.001
     for seq, data in pieces_req:
-        frames.append((t, c._frame(c.client, c.server, c.cport, c.sport, seq, c.sseq, 0x18, data)))
+        frames.append((t, c._frame(c.client, c.server, c.cport, c.sport, seq, server_before,
+                                   0x18, data)))
         t += 0.001
     recs, p = pairs(frames)
     # the response came before its request in the capture; its ACK says the server had
@@ -162,9 +164,9 @@ def test_response_captured_before_its_request_still_pairs():
 
 def test_roles_from_content_when_first_packet_is_from_server():
     c = synth.Conversation(client="10.0.0.50", server="10.0.0.5", cport=80, sport=50000)
+    c.cseq += 1  # the client's SYN is not in the capture
     c.emit(False, synth.SYN | synth.ACK)  # capture starts at the SYN-ACK
     c.sseq += 1
-    c.cseq += 1
     c.exchange(req("GET", "/x"), resp(200, b"y"))
     c.close()
     recs, _ = pairs(c.frames)
@@ -194,14 +196,33 @@ def test_orphan_responses_are_counted_not_emitted():
     assert p.stats()["orphan_responses"] == 1
 
 
-def test_garbage_then_http_resynchronises():
+def test_a_connection_that_does_not_start_with_http_is_not_http():
+    # only HTTP is HTTP: bytes that are not a message start where the stream begins make
+    # the connection something else, and nothing of it becomes a record
     c = synth.Conversation()
     c.handshake()
     c.send(True, b"\x00\x01binary junk without structure\r\n")
     c.exchange(req("GET", "/real"), resp(200, b"r"))
     c.close()
     recs, p = pairs(c.frames)
-    assert [(r["path"], r["responsePayload"]) for r in recs] == [("/real", "r")]
+    assert recs == []
+    assert p.stats()["not_http"] == {"not_http_bad_request_line": 1}
+
+
+def test_junk_between_messages_resynchronises_without_pairing_past_it():
+    c = synth.Conversation()
+    c.handshake()
+    c.exchange(req("GET", "/first"), resp(200, b"1"))
+    c.send(True, b"\x00\x01binary junk without structure\r\n")
+    c.exchange(req("GET", "/after-junk"), resp(200, b"2"))
+    c.close()
+    recs, p = pairs(c.frames)
+    # the junk may have been (or hidden) requests: what follows it is not paired
+    assert [(r["path"], r["is_pending"]) for r in recs] == [("/first", "false"),
+                                                           ("/after-junk", "true")]
+    assert recs[1]["anomalies"] == "unpaired_request_gap"
+    assert p.stats()["violations"] == {"bad_request_line": 1}
+    assert p.stats()["orphans"] == {"after_request_gap": 1}
 
 
 def test_content_length_and_transfer_encoding_conflict_prefers_chunked():

@@ -13,6 +13,7 @@ fragment still waiting for its siblings).  Every ``None`` is counted by reason i
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from struct import Struct
 
 # Link types (https://www.tcpdump.org/linktypes.html)
@@ -50,6 +51,9 @@ ETH_QINQ_OLD = 0x9100
 ETH_MPLS_UC = 0x8847
 ETH_MPLS_MC = 0x8848
 ETH_TEB = 0x6558  # transparent Ethernet bridging (GENEVE inner Ethernet)
+ETH_PPPOE_SESSION = 0x8864
+PPP_IPV4 = 0x0021
+PPP_IPV6 = 0x0057
 
 PROTO_TCP = 6
 PROTO_UDP = 17
@@ -110,36 +114,43 @@ class FragmentCache:
         self.counts = counts
 
     def add(self, ts: float, key, offset: int, more: bool, data: bytes):
-        """Add one fragment; return the whole payload when complete, else None."""
+        """Add one fragment; return the whole payload when complete, else None.
+
+        Fragments are kept ordered by offset as they arrive (bisect), so completeness is
+        one pass and arrival order never matters; on overlap the first copy wins."""
         entry = self.pending.get(key)
         if entry is None:
             if len(self.pending) >= self.max_datagrams or self.bytes + len(data) > self.max_bytes:
                 self.expire(ts, force=True)
-            entry = self.pending[key] = [ts, {}, -1]  # first ts, offset->data, total length
-        frags = entry[1]
-        if offset in frags:
+            # first ts, sorted offsets, data by position, total length
+            entry = self.pending[key] = [ts, [], [], -1]
+        offs, chunks = entry[1], entry[2]
+        i = bisect_left(offs, offset)
+        if i < len(offs) and offs[i] == offset:
             self.counts["fragment_duplicate"] = self.counts.get("fragment_duplicate", 0) + 1
             return None
-        frags[offset] = data
+        offs.insert(i, offset)
+        chunks.insert(i, data)
         self.bytes += len(data)
         if not more:
-            entry[2] = offset + len(data)
-        total = entry[2]
+            entry[3] = offset + len(data)
+        total = entry[3]
         if total < 0:
             return None
         # complete when the fragments tile [0, total) without holes
         pos = 0
-        for off in sorted(frags):
+        for off, chunk in zip(offs, chunks):
             if off > pos:
                 return None
-            pos = max(pos, off + len(frags[off]))
+            end = off + len(chunk)
+            if end > pos:
+                pos = end
         if pos < total:
             return None
         del self.pending[key]
         out = bytearray(total)
-        for off in sorted(frags, reverse=True):  # lower offsets win on overlap (first copy)
-            chunk = frags[off]
-            out[off:off + len(chunk)] = chunk
+        for off, chunk in zip(reversed(offs), reversed(chunks)):  # lower offsets win
+            out[off:off + len(chunk)] = chunk[:max(0, total - off)]
             self.bytes -= len(chunk)
         self.counts["fragments_reassembled"] = self.counts.get("fragments_reassembled", 0) + 1
         return bytes(out[:total])
@@ -150,7 +161,7 @@ class FragmentCache:
             entry = self.pending[key]
             if force or entry[0] < limit:
                 del self.pending[key]
-                self.bytes -= sum(len(c) for c in entry[1].values())
+                self.bytes -= sum(len(c) for c in entry[2])
                 self.counts["fragments_expired"] = self.counts.get("fragments_expired", 0) + 1
                 if force and len(self.pending) < self.max_datagrams // 2:
                     break
@@ -236,6 +247,15 @@ class Decoder:
             off += 4
         if etype == ETH_IPV4 or etype == ETH_IPV6:
             return self._ip(ts, buf, off, len(buf), vni, depth)
+        if etype == ETH_PPPOE_SESSION:
+            # PPPoE session: version/type, code, session id, length, then the PPP protocol
+            if len(buf) < off + 8:
+                return self._bad("malformed_link")
+            proto = _H.unpack_from(buf, off + 6)[0]
+            if proto == PPP_IPV4 or proto == PPP_IPV6:
+                return self._ip(ts, buf, off + 8, len(buf), vni, depth)
+            self._count("not_ip")
+            return None
         if etype == ETH_MPLS_UC or etype == ETH_MPLS_MC:
             while True:
                 if len(buf) < off + 4:
@@ -265,6 +285,11 @@ class Decoder:
                 return self._bad("malformed_ip")
             ihl = (buf[off] & 15) << 2
             total = _H.unpack_from(buf, off + 2)[0]
+            if total == 0 and end - off >= ihl:
+                # TCP segmentation offload: the NIC fills the length in later, so captures
+                # taken on the sending host carry 0; the captured length is the datagram
+                total = end - off
+                self._count("ipv4_length_zero")
             if ihl < 20 or total < ihl:
                 return self._bad("malformed_ip")
             if off + total < end:

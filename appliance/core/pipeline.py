@@ -1,90 +1,76 @@
-"""The sans-IO pipeline: packets in, pair records out.
+"""The mirroring front end, sans-IO: captured frames in, pairs out.
 
-``Pipeline.feed(ts, linktype, frame)`` / ``feed_batch(linktype, buf, meta)`` take
-captured frames with their capture timestamps; finished pair records accumulate in
-``Pipeline.out`` (take them with ``take()``).  Time only ever comes from packet
-timestamps, so a replayed capture behaves exactly like live traffic.
+``Pipeline.feed(ts, linktype, frame)`` / ``feed_batch(linktype, buf, meta)`` take captured
+frames with their capture timestamps; decode -> flow table -> TCP stream assembly ->
+HTTP session turn them into :class:`~appliance.core.pair.Pair` objects, which
+accumulate until ``take()``.  Time only ever comes from packet timestamps, so a
+replayed capture behaves exactly like live traffic (the runtime calls ``sweep`` with
+the wall clock when no packets arrive).
 
-The connection table is an ``OrderedDict`` in least-recently-active order: idle
-connections are flushed from its front on packet time, and the connection limit and
-the buffer budget evict from its front too (emitting what those connections held).
-Both directions of a connection share one entry, keyed by the canonically ordered
-endpoints plus the VNI, so the table shards across worker processes with no
-cross-talk as long as both directions reach the same worker: the runtime ensures that
-with a symmetric hash in the kernel (runtime/sources.py).
+Failures are contained at the flow boundary: an exception while handling one
+connection's packet drops that connection (``flow_errors``) and keeps its first
+traceback per exception type in ``errors`` for the runtime to log; the pipeline lives.
+
+Memory: ``buffered()`` is every byte the core holds (out-of-order segments, parser
+buffers, messages, requests waiting for responses, per-connection overhead, pairs not
+taken yet), O(1).  The byte budget evicts connections when it is exceeded, and
+``shed(target)`` lets the runtime bring it under a lower target on memory pressure.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from dataclasses import dataclass
+import traceback
+from dataclasses import dataclass, field
 
-from appliance.core.decode import Decoder, TCP_RST, TCP_SYN, TCP_ACK
-from appliance.core.http import HttpConn, HttpStats
-from appliance.core.record import build_record
-from appliance.core.tcp import HALF, MASK, TcpHalf, TcpStats
+from appliance.core.decode import Decoder
+from appliance.core.flows import FLOW_OVERHEAD, FlowKey, FlowTable
+from appliance.core.http.parser import DEFAULT_METHODS, ParserConfig
+from appliance.core.http.session import SessionConfig
+from appliance.core.pair import Pair
+from appliance.core.tcp import TcpConfig
 
 
 @dataclass
 class PipelineConfig:
-    source: str = "PCAP"  # "MIRRORING" for live traffic
-    account_id: str = "1000000"
-    max_body: int = 1 << 20  # decoded body cap per message (bytes)
+    max_body: int = 1 << 20  # body bytes kept per message
     idle_timeout: float = 60.0  # seconds of packet time before an idle connection is flushed
     max_connections: int = 100_000
-    buffer_limit: int = 400 << 20  # total reassembly/body bytes held, all connections
+    buffer_limit: int = 400 << 20  # bytes held by the core, all connections
     max_held_per_direction: int = 1 << 20  # out-of-order bytes held per direction
-    gap_timeout: float = 2.0  # packet-time seconds a hole may stay open before it is skipped
+    max_held_segments: int = 4096  # out-of-order segments held per direction
+    grace_packets: int = 4  # a hole waits this many packets of its connection ...
+    grace_time: float = 0.05  # ... and this much packet time after evidence of loss
+    gap_timeout: float = 2.0  # packet-time seconds a hole without evidence may stay open
+    max_outstanding: int = 128  # unanswered requests kept per connection
+    methods: tuple[str, ...] = DEFAULT_METHODS  # methods that make a connection HTTP
     vxlan_port: int = 4789
     geneve_port: int = 6081
     sweep_interval: float = 1.0
-    pair_filter: object = None  # callable(req, resp, client_ip, server_ip) -> reason | None
-    ignored_ports: frozenset = frozenset()  # TCP ports whose packets are not reassembled
-
-
-class Conn(HttpConn):
-    __slots__ = ("key", "tcp", "last")
-
-    def __init__(self, key, ts: float, emit, cfg: PipelineConfig, http_stats, tcp_stats):
-        HttpConn.__init__(self, emit, cfg.max_body, http_stats)
-        self.key = key
-        self.last = ts
-        h0, h1 = self.halves
-        self.tcp = (TcpHalf(h0, tcp_stats, cfg.max_held_per_direction, cfg.gap_timeout),
-                    TcpHalf(h1, tcp_stats, cfg.max_held_per_direction, cfg.gap_timeout))
-
-    def buffered(self) -> int:
-        t0, t1 = self.tcp
-        return HttpConn.buffered(self) + t0.held_bytes + t1.held_bytes
-
-    def peer_lagging(self, direction: int) -> bool:
-        ack, nxt = self.tcp[direction].last_ack, self.tcp[1 - direction].next
-        return ack is not None and nxt is not None and 0 < (ack - nxt) & MASK < HALF
+    ignored_ports: frozenset[int] = field(default_factory=frozenset)  # not reassembled
 
 
 class Pipeline:
-    def __init__(self, config: PipelineConfig | None = None):
+    def __init__(self, config: PipelineConfig | None = None) -> None:
         self.cfg = cfg = config or PipelineConfig()
         self.decoder = Decoder(cfg.vxlan_port, cfg.geneve_port)
-        self.tcp_stats = TcpStats()
-        self.http_stats = HttpStats()
-        self.conns: OrderedDict = OrderedDict()
-        self.out: list[dict] = []
+        session_cfg = SessionConfig(ParserConfig(max_body=cfg.max_body, methods=cfg.methods),
+                                    max_outstanding=cfg.max_outstanding, ack_evidence=True)
+        tcp_cfg = TcpConfig(cfg.max_held_per_direction, cfg.max_held_segments,
+                            cfg.grace_packets, cfg.grace_time, cfg.gap_timeout)
+        self.table = FlowTable(session_cfg, tcp_cfg, cfg.max_connections, cfg.buffer_limit,
+                               cfg.idle_timeout)
         self.packets = 0
         self.bytes = 0
         self.tcp_packets = 0
-        self.connections = 0
-        self.evicted = {"idle": 0, "connection_limit": 0, "buffer_limit": 0}
-        self.vni_stats: dict[int, list] = {}  # vni -> [packets, bytes, pairs]
-        self.anomalies: dict[str, int] = {}  # record anomaly token -> count
-        self.drops: dict[str, int] = {}  # pairs or packets dropped on purpose, by reason
-        self._ignored = self.cfg.ignored_ports
+        self.vni_stats: dict[int, list[int]] = {}  # vni -> [packets, bytes]
+        self.drops: dict[str, int] = {}  # packets dropped on purpose, by reason
+        self.flow_errors = 0
+        self.errors: dict[str, str] = {}  # exception type -> its first traceback
+        self._ignored = cfg.ignored_ports
         self.next_sweep = 0.0
         self.last_ts = 0.0
-        self.last_buffered = 0  # buffered bytes at the last measurement
-        self._emit = self._emit_pair
 
-    # -- input --------------------------------------------------------------------------
+    # -- input --------------------------------------------------------------------------------
     def feed(self, ts: float, linktype: int, frame: bytes) -> None:
         self.packets += 1
         self.bytes += len(frame)
@@ -94,7 +80,7 @@ class Pipeline:
         if ts >= self.next_sweep:
             self.sweep(ts)
 
-    def feed_batch(self, linktype: int, buf: bytes, meta) -> None:
+    def feed_batch(self, linktype: int, buf: bytes, meta: bytes) -> None:
         """Frames in pcapy-ng ``next_batch`` layout: ``meta`` holds native uint32
         (sec, usec, offset, caplen) per frame, slicing ``buf``."""
         m = memoryview(meta).cast("I")
@@ -102,7 +88,6 @@ class Pipeline:
         tcp = self._tcp
         nbytes = 0
         count = len(m) // 4
-        ts = self.last_ts
         next_sweep = self.next_sweep
         for i in range(0, count * 4, 4):
             off = m[i + 2]
@@ -118,7 +103,8 @@ class Pipeline:
         self.packets += count
         self.bytes += nbytes
 
-    def _tcp(self, ts: float, r, wire_len: int) -> None:
+    def _tcp(self, ts: float, r: tuple[int, bytes, bytes, int, int, int, int, int, bytes],
+             wire_len: int) -> None:
         vni, src, dst, sport, dport, seq, ack, flags, payload = r
         self.tcp_packets += 1
         if self._ignored and (sport in self._ignored or dport in self._ignored):
@@ -126,159 +112,113 @@ class Pipeline:
             return
         vs = self.vni_stats.get(vni)
         if vs is None:
-            vs = self.vni_stats[vni] = [0, 0, 0]
+            vs = self.vni_stats[vni] = [0, 0]
         vs[0] += 1
         vs[1] += wire_len
+        try:
+            self.table.segment(ts, vni, src, dst, sport, dport, seq, ack, flags, payload)
+        except Exception as exc:  # contain it: one connection is lost, not the worker
+            self._flow_error(vni, src, dst, sport, dport, exc)
+
+    def _flow_error(self, vni: int, src: bytes, dst: bytes, sport: int, dport: int,
+                    exc: Exception) -> None:
+        self.flow_errors += 1
+        name = type(exc).__name__
+        if name not in self.errors:
+            self.errors[name] = "".join(traceback.format_exception(exc))
+        table = self.table
+        key: FlowKey
         if src < dst or (src == dst and sport < dport):
             key = (vni, src, sport, dst, dport)
-            d = 0
         else:
             key = (vni, dst, dport, src, sport)
-            d = 1
-        conns = self.conns
-        conn = conns.get(key)
-        if conn is None:
-            if flags & TCP_RST or not (payload or flags & TCP_SYN):
-                return  # nothing to reassemble yet (pure ACK / FIN / RST of an unknown flow)
-            conn = self._open(key, ts)
-        else:
-            conns.move_to_end(key)
-            if flags & (TCP_SYN | TCP_ACK) == TCP_SYN:
-                half = conn.tcp[d]
-                if half.next is not None and (seq + 1) & MASK != half.next:
-                    # a new connection on a reused 4-tuple: finish the old one first
-                    self._close(key, conn, ts)
-                    conn = self._open(key, ts)
-        conn.last = ts
-        if flags & TCP_RST:
-            # data on a RST segment is delivered first, then the connection ends
-            if payload:
-                conn.tcp[d].segment(ts, seq, flags & ~TCP_RST, payload)
-            self._close(key, conn, ts)
-            return
-        half = conn.tcp[d]
-        if flags & TCP_ACK:
-            half.last_ack = ack
-            other = conn.tcp[1 - d]
-            if other.held:
-                other.acked(ts, ack)
-        half.segment(ts, seq, flags, payload)
-        if conn.closed == 3:
-            self._close(key, conn, ts)
+        flow = table.flows.pop(key, None)
+        if flow is not None:
+            table.held -= flow.acct.n
+            table.holey.discard(flow)
 
-    def _open(self, key, ts: float) -> Conn:
-        conns = self.conns
-        if len(conns) >= self.cfg.max_connections:
-            old_key, old = next(iter(conns.items()))
-            self.evicted["connection_limit"] += 1
-            self._close(old_key, old, ts)
-        conn = conns[key] = Conn(key, ts, self._emit, self.cfg, self.http_stats, self.tcp_stats)
-        self.connections += 1
-        return conn
-
-    def _close(self, key, conn: Conn, ts: float) -> None:
-        # the client side first: responses held back for their request can then pair
-        client = conn.client if conn.client >= 0 else 0
-        conn.tcp[client].close(ts)
-        conn.tcp[1 - client].close(ts)
-        conn.finish()
-        if self.conns.get(key) is conn:
-            del self.conns[key]
-
-    def _emit_pair(self, conn: Conn, req, resp) -> None:
-        vni, a, ap, b, bp = conn.key
-        if conn.client == 1:
-            a, ap, b, bp = b, bp, a, ap
-        cfg = self.cfg
-        if cfg.pair_filter is not None:
-            reason = cfg.pair_filter(req, resp, a, b)
-            if reason is not None:
-                self.drops[reason] = self.drops.get(reason, 0) + 1
-                return
-        rec = build_record(req, resp, a, ap, b, bp, vni, cfg.source, cfg.account_id,
-                           cfg.max_body)
-        anomalies = rec.get("anomalies")
-        if anomalies:
-            counts = self.anomalies
-            for token in anomalies.split(","):
-                counts[token] = counts.get(token, 0) + 1
-        self.out.append(rec)
-        vs = self.vni_stats.get(vni)
-        if vs is not None:
-            vs[2] += 1
-
-    # -- time and memory ------------------------------------------------------------------
+    # -- time and memory ----------------------------------------------------------------------
     def sweep(self, now: float) -> None:
-        """Flush idle connections, expire fragments and enforce the buffer budget."""
+        """Flush idle connections, resolve held segments on packet time, expire fragments
+        and enforce the byte budget."""
         self.next_sweep = now + self.cfg.sweep_interval
-        self.last_ts = now
-        conns = self.conns
-        limit = now - self.cfg.idle_timeout
-        while conns:
-            key, conn = next(iter(conns.items()))
-            if conn.last > limit:
-                break
-            self.evicted["idle"] += 1
-            self._close(key, conn, now)
+        if now > self.last_ts:
+            self.last_ts = now
+        try:
+            self.table.sweep(now)
+        except Exception as exc:
+            self.flow_errors += 1
+            self.errors.setdefault(type(exc).__name__, "".join(traceback.format_exception(exc)))
         self.decoder.frags.expire(now)
-        # Body bytes only grow between sweeps, so the total can exceed the budget only
-        # if the last measured total plus the growth since does: measure only then.
-        budget = self.cfg.buffer_limit
-        h = self.http_stats
-        if self.last_buffered + h.stored_growth + self.tcp_stats.held_bytes > budget:
-            total = self.buffered()
-            while conns and total > budget:
-                key, conn = next(iter(conns.items()))
-                total -= conn.buffered()
-                self.evicted["buffer_limit"] += 1
-                self._close(key, conn, now)
-            self.last_buffered = total
-            h.stored_growth = 0
 
     def buffered(self) -> int:
-        return sum(c.buffered() for c in self.conns.values())
+        """Every byte the core holds, O(1)."""
+        t = self.table
+        return t.bytes_held() + t.out_bytes + self.decoder.frags.bytes
+
+    def shed(self, target_bytes: int) -> int:
+        """Evict connections until ``buffered() <= target_bytes`` (see FlowTable.shed);
+        what they held is emitted.  Returns how many connections were evicted."""
+        t = self.table
+        extra = t.out_bytes + self.decoder.frags.bytes
+        return t.shed(max(0, target_bytes - extra), self.last_ts, "memory")
 
     def close(self) -> None:
         """End of input: flush every connection."""
-        conns = self.conns
-        while conns:
-            key, conn = next(iter(conns.items()))
-            self._close(key, conn, self.last_ts)
+        self.table.close_all(self.last_ts)
 
-    def take(self) -> list[dict]:
-        out = self.out
-        self.out = []
-        return out
+    def take(self) -> list[Pair]:
+        return self.table.take()
 
-    # -- statistics ---------------------------------------------------------------------
-    def stats(self) -> dict:
-        h = self.http_stats
-        t = self.tcp_stats
+    @property
+    def out(self) -> list[Pair]:
+        return self.table.out
+
+    @property
+    def conns(self) -> dict[FlowKey, object]:
+        return self.table.flows  # type: ignore[return-value]
+
+    # -- statistics -----------------------------------------------------------------------------
+    def stats(self) -> dict[str, object]:
+        t = self.table
+        h = t.http_stats
+        tcp = t.tcp_stats
         d = self.decoder.counts
         return {
             "packets": self.packets,
             "bytes": self.bytes,
             "tcp_packets": self.tcp_packets,
-            "connections": self.connections,
-            "active_connections": len(self.conns),
+            "connections": t.opened,
+            "active_connections": len(t.flows),
+            "http_connections": h.connections_http,
             "pairs": h.pairs,
             "pending": h.pending,
             "requests": h.requests,
             "responses": h.responses,
             "orphan_responses": h.orphan_responses,
+            "orphans": dict(h.orphans),
             "interim_responses": h.interim,
+            "waited_for_request": h.waits,
             "resyncs": h.resyncs,
-            "bad_messages": h.bad_messages,
+            "violations": dict(h.violations),
+            "not_http": dict(h.not_http),
             "tunnels": h.tunnels,
             "malformed": d.get("malformed", 0),
-            "gaps": t.gaps,
-            "gap_bytes": t.gap_bytes,
-            "retransmits": t.retransmits,
-            "inconsistent_overlaps": t.inconsistent_overlaps,
-            "out_of_order_segments": t.ooo_segments,
-            "decode_errors": sum(v for k, v in self.anomalies.items() if k.endswith("decode_error")),
-            "anomalies": dict(self.anomalies),
-            "evicted": dict(self.evicted),
+            "gaps": tcp.gaps,
+            "gap_bytes": tcp.gap_bytes,
+            "retransmits": tcp.retransmits,
+            "inconsistent_overlaps": tcp.inconsistent_overlaps,
+            "out_of_order_segments": tcp.ooo_segments,
+            "held_cap_skips": tcp.held_cap_skips,
+            "discarded_before_start": tcp.discarded_before_start,
+            "late_syns": tcp.late_syns,
+            "midstream_directions": tcp.midstream,
+            "flow_errors": self.flow_errors,
+            "buffered_bytes": self.buffered(),
+            "evicted": dict(t.evicted),
             "drops": dict(self.drops),
             "decode": dict(d),
         }
+
+
+__all__ = ["Pipeline", "PipelineConfig", "Pair", "FLOW_OVERHEAD"]

@@ -31,7 +31,7 @@ def rss_bytes(pid: int | None = None) -> int:
 
 
 def pipeline_config(s) -> PipelineConfig:
-    from appliance.filters import PairFilter
+    from appliance.format.filters import PairFilter
 
     return PipelineConfig(
         source="MIRRORING", account_id=s.account_id, max_body=s.max_body,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from appliance.core.record import encode
+from appliance.format.record import encode
 
 
 class JsonlSink:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 
-from appliance.core.record import encode
+from appliance.format.record import encode
 
 log = logging.getLogger("appliance.kafka")
 

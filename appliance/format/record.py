@@ -1,4 +1,7 @@
-"""The Akto-compatible pair record, and body decoding.
+"""The formatting stage: a Pair becomes the Akto-compatible record, bodies decoded.
+
+This is outside the core on purpose: the core emits typed pairs, this module (beside
+the sinks) decides what Akto receives.
 
 Every value is a string (Akto's consumer reads them as strings).  Decisions:
 
@@ -10,11 +13,17 @@ Every value is a string (Akto's consumer reads them as strings).  Decisions:
   and transfer-codings such as ``Transfer-Encoding: gzip, chunked``).  Text that is valid
   UTF-8 is sent as is.  Anything else is sent base64-encoded and the record carries
   ``requestPayloadEncoding`` / ``responsePayloadEncoding`` = ``"base64"``.
-- **Oversized bodies** are cut at ``max_body`` decoded bytes (default 1 MiB) and the
-  record's ``anomalies`` lists ``request_truncated`` / ``response_truncated``.
-- ``anomalies`` (only present when non-empty) is a comma-separated list of tokens:
-  ``{request,response}_{gap,truncated,incomplete,bad_chunk,bad_length,decode_error,
-  unsupported_encoding}``.  A decode error keeps the pair with the raw body.
+- **Oversized bodies** are cut at ``max_body`` decoded bytes (default 1 MiB), on a UTF-8
+  character boundary, and the record's ``anomalies`` lists ``request_truncated`` /
+  ``response_truncated``.
+- ``anomalies`` (only present when non-empty) is a comma-separated list of tokens, each
+  once: the message flags of the parser prefixed ``request_`` / ``response_`` (``gap``,
+  ``truncated``, ``incomplete``, ``bad_chunk``, ``bad_content_length``,
+  ``te_cl_conflict``, ``te_obfuscated``, ``header_space_before_colon``,
+  ``head_too_large``, ``missing_version``, ``decode_error``, ``unsupported_encoding``,
+  ...), then the pair's own (``unpaired_request_gap``, ``unpaired_response_gap``,
+  ``too_many_outstanding``, ``unexpected_101``, ``midstream``, ``pipeline_overflow``).
+  A decode error keeps the pair with the raw body.  docs/anomalies.md lists them all.
 """
 
 from __future__ import annotations
@@ -24,8 +33,14 @@ import socket
 import zlib
 from functools import lru_cache
 
+from typing import Callable
+
 import brotli
 import orjson
+
+from appliance.core.pair import Message, Pair
+
+PairFilterFn = Callable[[Message, "Message | None", bytes, bytes], "str | None"]
 
 # orjson: the JSON encoding of multi-kilobyte payload strings was the largest single
 # cost of a replay with the stdlib encoder (0.84 s of 4.4 s profiled)
@@ -39,7 +54,7 @@ def ip_text(raw: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET6, raw)
 
 
-def headers_json(headers: list) -> str:
+def headers_json(headers: list[tuple[str, str]]) -> str:
     merged: dict[str, str] = {}
     names: dict[str, str] = {}
     for name, value in headers:
@@ -85,7 +100,8 @@ def _decode_one(coding: str, data: bytes, cap: int) -> tuple[bytes, bool]:
     raise KeyError(coding)
 
 
-def decode_body(raw: bytes, codings: list[str], cap: int, anomalies: list, side: str) -> bytes:
+def decode_body(raw: bytes, codings: list[str], cap: int, anomalies: list[str],
+                side: str) -> bytes:
     """Undo the codings (listed in the order they were applied) and cap the result."""
     data = raw
     truncated = False
@@ -109,21 +125,37 @@ def decode_body(raw: bytes, codings: list[str], cap: int, anomalies: list, side:
     return data
 
 
-def body_text(msg, cap: int, anomalies: list, side: str, rec: dict, key: str) -> str:
+def _cut(data: bytes, cap: int) -> bytes:
+    """Cut to ``cap`` bytes, on a UTF-8 character boundary when the text is UTF-8 (never
+    inside a multi-byte character, which would turn a text body into base64)."""
+    if len(data) <= cap:
+        return data
+    cut = cap
+    # back off over continuation bytes (10xxxxxx) to the start of the character
+    while cut > 0 and cap - cut < 4 and data[cut] & 0xC0 == 0x80:
+        cut -= 1
+    return data[:cut] if cap - cut < 4 else data[:cap]
+
+
+def body_text(msg: Message, cap: int, anomalies: list[str], side: str, rec: dict[str, str],
+              key: str) -> str:
     raw = msg.body()
     if msg.flags:
-        for f in sorted(msg.flags):
+        for f in msg.flags:
             anomalies.append(side + "_" + f)
     if not raw:
         return ""
-    codings = []
+    codings: list[str] = []
     if msg.encoding:
-        codings.extend(c.strip() for c in msg.encoding.split(","))
+        codings.extend(c.strip().lower() for c in msg.encoding.split(","))
     if msg.te:
         codings.extend(msg.te.split(","))
-    data = decode_body(raw, codings, cap, anomalies, side) if codings else raw
-    if not codings and len(data) > cap:
-        data = data[:cap]
+    if codings:
+        data = decode_body(raw, codings, cap + 3, anomalies, side)
+    else:
+        data = raw
+    if len(data) > cap:
+        data = _cut(data, cap)
         anomalies.append(side + "_truncated")
     try:
         return data.decode("utf-8")
@@ -132,8 +164,10 @@ def body_text(msg, cap: int, anomalies: list, side: str, rec: dict, key: str) ->
         return base64.b64encode(data).decode("ascii")
 
 
-def build_record(req, resp, client_ip: bytes, client_port: int, server_ip: bytes,
-                 server_port: int, vni: int, source: str, account_id: str, cap: int) -> dict:
+def build_record(pair: Pair, source: str, account_id: str, cap: int) -> dict[str, str]:
+    """The Akto record of one pair (every value a string)."""
+    req = pair.request
+    resp = pair.response
     anomalies: list[str] = []
     rec = {
         "path": req.target,
@@ -142,16 +176,16 @@ def build_record(req, resp, client_ip: bytes, client_port: int, server_ip: bytes
         "responseHeaders": "{}",
         "requestPayload": "",
         "responsePayload": "",
-        "ip": ip_text(client_ip),
-        "destIp": ip_text(server_ip),
-        "srcPort": str(client_port),
-        "destPort": str(server_port),
+        "ip": ip_text(pair.client_ip),
+        "destIp": ip_text(pair.server_ip),
+        "srcPort": str(pair.client_port),
+        "destPort": str(pair.server_port),
         "time": str(int(req.ts)),
         "statusCode": "0",
         "status": "",
         "type": req.version,
         "akto_account_id": account_id,
-        "akto_vxlan_id": str(vni),
+        "akto_vxlan_id": str(pair.vni),
         "is_pending": "false",
         "source": source,
     }
@@ -164,10 +198,52 @@ def build_record(req, resp, client_ip: bytes, client_port: int, server_ip: bytes
         rec["status"] = f"{resp.status} {resp.reason}".rstrip() if resp.status else ""
         rec["responsePayload"] = body_text(resp, cap, anomalies, "response", rec,
                                            "responsePayload")
+    if pair.anomalies:
+        anomalies.extend(pair.anomalies)
     if anomalies:
-        rec["anomalies"] = ",".join(anomalies)
+        rec["anomalies"] = ",".join(dict.fromkeys(anomalies))  # each token once, in order
     return rec
 
 
-def encode(rec: dict) -> bytes:
+class Formatter:
+    """Pairs -> Akto records, after the pair filters; counts what it drops and every
+    anomaly token it writes."""
+
+    def __init__(self, source: str = "PCAP", account_id: str = "1000000",
+                 max_body: int = 1 << 20, pair_filter: PairFilterFn | None = None) -> None:
+        self.source = source
+        self.account_id = account_id
+        self.max_body = max_body
+        self.pair_filter = pair_filter
+        self.drops: dict[str, int] = {}
+        self.anomalies: dict[str, int] = {}
+        self.records_out = 0
+
+    def records(self, pairs: list[Pair]) -> list[dict[str, str]]:
+        out = []
+        flt = self.pair_filter
+        counts = self.anomalies
+        for pair in pairs:
+            if flt is not None:
+                reason = flt(pair.request, pair.response, pair.client_ip, pair.server_ip)
+                if reason is not None:
+                    self.drops[reason] = self.drops.get(reason, 0) + 1
+                    continue
+            rec = build_record(pair, self.source, self.account_id, self.max_body)
+            tokens = rec.get("anomalies")
+            if tokens:
+                for token in tokens.split(","):
+                    counts[token] = counts.get(token, 0) + 1
+            out.append(rec)
+        self.records_out += len(out)
+        return out
+
+    def stats(self) -> dict[str, object]:
+        return {"records": self.records_out, "drops": dict(self.drops),
+                "anomalies": dict(self.anomalies),
+                "decode_errors": sum(v for k, v in self.anomalies.items()
+                                     if k.endswith("decode_error"))}
+
+
+def encode(rec: dict[str, str]) -> bytes:
     return _orjson_dumps(rec)
