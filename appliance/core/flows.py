@@ -132,7 +132,11 @@ class FlowTable:
                 flow = self._open(key, ts)
         acct = flow.acct
         before = acct.n
-        flow.segment(ts, d, seq, ack, flags, payload)
+        try:
+            flow.segment(ts, d, seq, ack, flags, payload)
+        except Exception:
+            self._forget(flow, before)  # the caller counts and logs it
+            raise
         if flags & RST:
             self.held += acct.n - before
             self.close(flow, ts)
@@ -177,12 +181,24 @@ class FlowTable:
             return
         acct = flow.acct
         before = acct.n
-        flow.close(ts)
+        try:
+            flow.close(ts)
+        except Exception:
+            self._forget(flow, before)
+            raise
         self.held += acct.n - before
         # what is left is what the accounting could not see released: keep it honest
         self.held -= acct.n
         acct.n = 0
         del self.flows[flow.key]
+        self.holey.discard(flow)
+
+    def _forget(self, flow: Flow, accounted: int) -> None:
+        """Drop a flow that failed, without flushing it (its state cannot be trusted);
+        ``accounted`` is what ``held`` counts for it."""
+        self.held -= accounted
+        if self.flows.get(flow.key) is flow:
+            del self.flows[flow.key]
         self.holey.discard(flow)
 
     def emitted(self, flow: Flow, pair: Pair) -> None:

@@ -27,7 +27,7 @@ PART_OVERHEAD = 48  # one bytes object in the body part list
 class Message:
     __slots__ = ("start", "end", "ts", "ack", "method", "target", "version", "status", "reason",
                  "headers", "parts", "stored", "body_len", "flags", "te", "encoding", "complete",
-                 "upgrade", "mem", "peer", "notes", "emitted")
+                 "upgrade", "mem", "peer", "notes")
 
     def __init__(self, start: int, ts: float, ack: int | None) -> None:
         self.start = start  # stream offset of the first byte
@@ -49,12 +49,10 @@ class Message:
         self.complete = False
         self.upgrade = False  # a request that proposes a protocol upgrade
         self.mem = MESSAGE_OVERHEAD  # bytes this message holds, as accounted
-        # the session's bookkeeping: the message this one is paired with, pair-level
-        # anomalies gathered for the pair, and for a request that already went out
-        # (unanswered) while its slot is kept so that later responses stay in order
+        # the session's bookkeeping: the message this one is paired with, and pair-level
+        # anomalies gathered for the pair
         self.peer: Message | None = None
         self.notes: list[str] | None = None
-        self.emitted = False
 
     def flag(self, name: str) -> None:
         flags = self.flags

@@ -118,24 +118,15 @@ class Pipeline:
         try:
             self.table.segment(ts, vni, src, dst, sport, dport, seq, ack, flags, payload)
         except Exception as exc:  # contain it: one connection is lost, not the worker
-            self._flow_error(vni, src, dst, sport, dport, exc)
+            self._flow_error(exc)
 
-    def _flow_error(self, vni: int, src: bytes, dst: bytes, sport: int, dport: int,
-                    exc: Exception) -> None:
+    def _flow_error(self, exc: Exception) -> None:
+        """One connection failed (the flow table already dropped it): count it and keep
+        the first traceback of each exception type for the runtime to log."""
         self.flow_errors += 1
         name = type(exc).__name__
         if name not in self.errors:
             self.errors[name] = "".join(traceback.format_exception(exc))
-        table = self.table
-        key: FlowKey
-        if src < dst or (src == dst and sport < dport):
-            key = (vni, src, sport, dst, dport)
-        else:
-            key = (vni, dst, dport, src, sport)
-        flow = table.flows.pop(key, None)
-        if flow is not None:
-            table.held -= flow.acct.n
-            table.holey.discard(flow)
 
     # -- time and memory ----------------------------------------------------------------------
     def sweep(self, now: float) -> None:
@@ -147,8 +138,7 @@ class Pipeline:
         try:
             self.table.sweep(now)
         except Exception as exc:
-            self.flow_errors += 1
-            self.errors.setdefault(type(exc).__name__, "".join(traceback.format_exception(exc)))
+            self._flow_error(exc)
         self.decoder.frags.expire(now)
 
     def buffered(self) -> int:

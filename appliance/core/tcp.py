@@ -48,7 +48,6 @@ ACK = 0x10
 # what one held segment costs beside its payload: the tuple, the bytes object header and
 # the list slots (measured; see tests/test_accounting.py)
 SEGMENT_OVERHEAD = 160
-_RECENT = 4  # delivered segments remembered to check retransmissions against
 
 
 class TcpConfig:
@@ -88,7 +87,7 @@ class TcpStream:
     __slots__ = ("d", "consumer", "stats", "cfg", "acct", "peer", "base", "from_syn", "next",
                  "fin", "done", "syn_ack",
                  "max_ack", "emitted_ack", "held_offs", "held", "held_bytes", "hole_ts",
-                 "ev_pkt", "ev_ts", "pre", "pre_pkt", "pre_ts", "recent", "recent_i")
+                 "ev_pkt", "ev_ts", "pre", "pre_pkt", "pre_ts", "last_off", "last")
 
     def __init__(self, direction: int, consumer: StreamConsumer, stats: TcpStats,
                  cfg: TcpConfig, acct: Acct) -> None:
@@ -116,8 +115,10 @@ class TcpStream:
         self.pre: list[tuple[int, int, bytes, float, int]] | None = None
         self.pre_pkt = 0
         self.pre_ts = 0.0
-        self.recent: list[tuple[int, bytes]] = [(0, b"")] * _RECENT
-        self.recent_i = 0
+        # the last segment delivered, to check retransmissions against (accounted: it
+        # keeps its bytes alive)
+        self.last_off = 0
+        self.last = b""
 
     # -- offsets ----------------------------------------------------------------------------
     def offset(self, seq: int) -> int:
@@ -252,20 +253,20 @@ class TcpStream:
                 if a != self.emitted_ack:
                     self.emitted_ack = a
                     consumer.ack(self.d, a)
-        self.next = off + len(payload)
-        i = self.recent_i
-        self.recent[i] = (off, payload)
-        self.recent_i = (i + 1) % _RECENT
+        n = len(payload)
+        self.next = off + n
+        self.acct.n += n - len(self.last)
+        self.last_off = off
+        self.last = payload
         consumer.data(self.d, off, ts, payload)
 
     def _check_overlap(self, off: int, payload: bytes) -> None:
-        for roff, rdata in self.recent:
-            d = off - roff
-            if rdata and 0 <= d < len(rdata):
-                common = min(len(rdata) - d, len(payload))
-                if rdata[d:d + common] != payload[:common]:
-                    self.stats.inconsistent_overlaps += 1
-                return
+        last = self.last
+        d = off - self.last_off
+        if last and 0 <= d < len(last):
+            common = min(len(last) - d, len(payload))
+            if last[d:d + common] != payload[:common]:
+                self.stats.inconsistent_overlaps += 1
 
     # -- holes ------------------------------------------------------------------------------
     def _hold(self, ts: float, off: int, payload: bytes, ack: int) -> None:
@@ -381,6 +382,8 @@ class TcpStream:
     def _eof(self) -> None:
         if not self.done:
             self.done = True
+            self.acct.n -= len(self.last)
+            self.last = b""
             self.consumer.eof(self.d)
 
     def close(self, ts: float) -> None:

@@ -59,14 +59,15 @@ HEAD_BIG = 7  # inside a head larger than max_head: parsed line by line
 RESYNC = 8  # framing lost: looking for the next message start
 WAIT = 9  # a response head waits for the session to tell which request it answers
 PAUSED = 10  # after CONNECT / Upgrade: bytes wait until the response says what they are
-TUNNEL = 11  # not HTTP any more (a switched protocol, a CONNECT tunnel)
-DEAD = 12  # the connection is not HTTP, or was given up
+HEAD_SKIP = 11  # inside an over-long field line of a big head
+TUNNEL = 12  # not HTTP any more (a switched protocol, a CONNECT tunnel)
+DEAD = 13  # the connection is not HTTP, or was given up
 
 NO_REQUEST = None
 # response_head's answer when it cannot decide yet (a sentinel Message, never emitted)
 WAIT_FOR_REQUEST = Message(-1, 0.0, None)
 
-MAX_LINE = 8192  # a start line, chunk-size line or trailer line longer than this is bad
+MAX_LINE = 8192  # a chunk-size or trailer line (or a field line of a big head) past this is bad
 MAX_DEFER = 256 * 1024  # bytes a direction may hold while waiting for the other one
 # the shortest possible message ("HTTP/1.1 200\r\n\r\n" is 17 bytes, "GET / HTTP/1.0\n\n" 16):
 # lost bytes between messages at least this long must have held the start of one
@@ -242,7 +243,10 @@ class HttpParser:
             if msg is not None:  # lost inside a head, the chunk framing, or past a body
                 reason = "gap"
                 msg.flag("gap")
-                self._finish(off)
+                if state == HEAD_BIG or state == HEAD_SKIP:
+                    self._head_done(msg, off)  # announce it; its framing is lost anyway
+                if self.msg is msg:
+                    self._finish(off)
             elif self.buf:
                 reason = "gap_in_head"  # the start of a message was seen, its head lost
             elif nbytes >= MIN_MESSAGE:
@@ -273,7 +277,7 @@ class HttpParser:
         if msg is not None:
             if self.state != BODY_EOF:
                 msg.flag("incomplete")
-            if self.state == HEAD_BIG:
+            if self.state == HEAD_BIG or self.state == HEAD_SKIP:
                 self._head_done(msg, self.pos)
             if self.msg is not None:
                 self._finish(self.pos)
@@ -375,6 +379,8 @@ class HttpParser:
                 if r < 0:
                     return
                 p = r
+            elif state == HEAD_SKIP:
+                p = self._head_skip(data, p)
             elif state == RESYNC:
                 r = self._resync(data, p, base)
                 if r < 0:
@@ -425,7 +431,7 @@ class HttpParser:
         i = data.find(b"\n", p)
         role = self.role
         if i < 0:
-            if len(data) - p > MAX_LINE:
+            if len(data) - p > self.cfg.max_head:
                 self._violation("line_too_long", base + p)
                 return p
             if role == RESPONSE and not data.startswith(b"HTTP/"[:len(data) - p], p) \
@@ -665,10 +671,21 @@ class HttpParser:
             lines.append(line.decode("latin-1"))
         self._fields(msg, lines)
         if n - p > MAX_LINE:
-            self._violation("line_too_long", base + p)
-            return p
+            # a single field line longer than a line may be: drop it (the message stays,
+            # flagged head_too_large) and go on at the next line
+            self._drop_buf()
+            self.state = HEAD_SKIP
+            return n
         self._keep(data[p:], base + p)
         return -1
+
+    def _head_skip(self, data: bytes, p: int) -> int:
+        """Inside an over-long field line of a big head: skip to its end."""
+        i = data.find(b"\n", p)
+        if i < 0:
+            return len(data)
+        self.state = HEAD_BIG
+        return i + 1
 
     def _head_done(self, msg: Message, end_off: int, end: int = 0) -> int:
         """The end of a head parsed line by line: frame its body."""
@@ -822,7 +839,7 @@ class HttpParser:
     def _finish(self, end_off: int) -> None:
         msg = self.msg
         self.msg = None
-        if self.state < RESYNC or self.state == HEAD_BIG:
+        if self.state < RESYNC or self.state == HEAD_SKIP:
             self.state = PAUSED if self.pause_after else IDLE
         if msg is not None:
             msg.complete = True

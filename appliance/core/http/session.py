@@ -43,9 +43,11 @@ began cannot be excluded with certainty).
 
 **Memory.**  Every byte the session holds is in its connection's ``Acct``: parser
 buffers, messages being parsed, requests waiting for their response.  Requests
-beyond ``max_outstanding`` without a response go out unanswered at once
-(``too_many_outstanding``), keeping only a skeleton for order; past
-``8 * max_outstanding`` skeletons the connection is given up (``pipeline_overflow``).
+beyond ``max_outstanding`` without a response go out unanswered at once, oldest
+first (``too_many_outstanding``); only their number is kept, so that the responses that
+answer them later are recognised (orphans, ``request_already_out``) and the rest still
+pair in order.  A connection therefore holds at most ``max_outstanding`` requests
+however long it pipelines (a one-sided capture, a flood).
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ def _count(counts: dict[str, int], reason: str) -> None:
 class HttpSession:
     __slots__ = ("cfg", "stats", "emit", "acct", "parsers", "client", "state", "reqs", "a",
                  "client_desync", "server_zone", "server_skip", "last_ack", "midstream",
-                 "held", "lone", "waiting", "switch", "skeletons", "eof_pending")
+                 "held", "lone", "waiting", "switch", "forgotten", "eof_pending", "confirm")
 
     def __init__(self, cfg: SessionConfig, stats: HttpStats, emit: Callable[[Pair], None],
                  acct: Acct | None = None, client: int | None = None) -> None:
@@ -136,8 +138,9 @@ class HttpSession:
         self.lone: Message | None = None  # an unpairable request being parsed
         self.waiting = False  # the server parser waits for client bytes
         self.switch = False  # the response being parsed switches protocols
-        self.skeletons = 0
+        self.forgotten = 0  # oldest unanswered requests that already went out
         self.eof_pending = 0  # bit per direction whose end waits for a pairing decision
+        self.confirm = 0  # TENTATIVE: REQUEST or RESPONSE, whose start line settles it
         if client is not None:
             self._roles(client)
 
@@ -189,9 +192,6 @@ class HttpSession:
         while reqs:
             req = reqs.popleft()
             peer = req.peer
-            if req.emitted:
-                self.acct.n -= req.mem
-                continue
             if peer is None or peer is LOST:
                 self._out(req, None, "unpaired_response_gap" if peer is LOST else None)
             else:
@@ -213,10 +213,20 @@ class HttpSession:
         """A parser met a start line (at stream ``offset``) before the connection was
         settled as HTTP.  False: the connection is not HTTP."""
         state = self.state
+        if state == DETECT and self.midstream & (1 << p.d):
+            # found by scanning a stream first seen mid-way (a mail body, an IMAP literal
+            # may quote HTTP): like Zeek's DPD, the other direction must confirm with the
+            # complementary start line before anything goes out
+            if kind == LINE_SIMPLE:
+                return False
+            self._roles(1 - p.d if kind == LINE_STATUS else p.d)
+            self._tentative(REQUEST if kind == LINE_STATUS else RESPONSE)
+            return True
         if kind == LINE_STATUS:
             if self.client < 0:
                 self._roles(1 - p.d)
-            if state != HTTP:
+            if state == DETECT or (state == TENTATIVE and self.confirm == RESPONSE
+                                   and p.d != self.client):
                 self._accept()
             return True
         if self.client < 0:
@@ -228,12 +238,19 @@ class HttpSession:
                         or p.cur_ack not in (None, 0)):
                     self._not_http("simple_request_not_first")
                     return False
-                self.state = TENTATIVE
-                self.held = []
+                self._tentative(RESPONSE)
             return True
-        if state != HTTP:
+        if state == DETECT or (state == TENTATIVE and self.confirm == REQUEST
+                               and p.d == self.client):
             self._accept()
         return True
+
+    def _tentative(self, confirm: int) -> None:
+        """Hold everything until the other side confirms (``confirm``: the role whose
+        start line settles it)."""
+        self.state = TENTATIVE
+        self.confirm = confirm
+        self.held = []
 
     def request_head(self, p: HttpParser, msg: Message) -> bool:
         """A request head was parsed.  False: hold what follows until the response."""
@@ -253,7 +270,7 @@ class HttpSession:
         if 100 <= status < 200 and status != 101:
             self.stats.interim += 1
             return None
-        if self.state == TENTATIVE and msg.version != "HTTP/0.9":
+        if self.state == TENTATIVE and self.confirm == RESPONSE and msg.version != "HTTP/0.9":
             self._accept()  # the server speaks HTTP/1.x
         req = self._place(msg, force)
         if req is WAIT_FOR_REQUEST:
@@ -342,6 +359,14 @@ class HttpSession:
                         return WAIT_FOR_REQUEST  # the client's side is not in yet
                 elif cp.pos < ack or (cp.buf and cp.state == 0 and cp.buf_off < ack):
                     return WAIT_FOR_REQUEST  # the server had client bytes we have not
+        if self.forgotten:
+            # the oldest unanswered requests already went out (too many outstanding):
+            # this response, and the ones certainly lost before it, answer them
+            take = min(self.server_skip, self.forgotten - 1)
+            self.forgotten -= 1 + take
+            self.server_skip -= take
+            self._orphan(resp, "request_already_out")
+            return None
         lo = self.a + self.server_skip
         if lo >= len(reqs):
             self._orphan(resp, "after_request_gap" if self.client_desync else "no_request")
@@ -372,11 +397,6 @@ class HttpSession:
             return None
         req = reqs[self.a]
         self.a += 1
-        if req.emitted:  # went out already (too many outstanding): its slot is consumed
-            req.peer = LOST
-            self._orphan(resp, "request_already_out")
-            self._flush()
-            return None
         req.peer = resp
         resp.peer = req
         return req
@@ -418,12 +438,6 @@ class HttpSession:
             peer = req.peer
             if peer is None:
                 break
-            if req.emitted:
-                reqs.popleft()
-                self.a -= 1
-                self.skeletons -= 1
-                self.acct.n -= req.mem
-                continue
             if not req.complete:
                 break
             if peer is LOST:
@@ -438,22 +452,14 @@ class HttpSession:
             self._out(req, peer, None)
 
     def _too_many(self) -> None:
-        """More unanswered requests than allowed: the oldest goes out unanswered now; a
-        skeleton keeps its place so that later responses still pair in order."""
+        """More unanswered requests than allowed: the oldest goes out unanswered now."""
         reqs = self.reqs
-        for i in range(self.a, len(reqs)):
-            req = reqs[i]
-            if not req.emitted and req.complete:
-                skel = Message(req.start, req.ts, req.ack)
-                skel.emitted = True
-                skel.complete = True
-                reqs[i] = skel
-                self.skeletons += 1
-                self.acct.n += skel.mem
-                self._out(req, None, "too_many_outstanding")
-                break
-        if self.skeletons > 8 * self.cfg.max_outstanding:
-            self._give_up("pipeline_overflow")
+        a = self.a
+        if a < len(reqs) and reqs[a].complete:
+            req = reqs[a]
+            del reqs[a]
+            self.forgotten += 1
+            self._out(req, None, "too_many_outstanding")
 
     def _out(self, req: Message, resp: Message | None, note: str | None) -> None:
         """A pair leaves the session."""
@@ -524,24 +530,6 @@ class HttpSession:
         self.held = None
         self.state = NOT_HTTP
         _count(self.stats.not_http, reason)
-        self._release()
-
-    def _give_up(self, reason: str) -> None:
-        """An HTTP connection beyond what we keep: what it held goes out, then nothing."""
-        _count(self.stats.not_http, reason)
-        reqs = self.reqs
-        while reqs:
-            req = reqs.popleft()
-            if req.emitted:
-                self.acct.n -= req.mem
-                continue
-            resp = req.peer if req.peer is not None and req.peer is not LOST else None
-            if resp is not None and not resp.complete:
-                resp.flag("incomplete")
-            self._out(req, resp, reason)
-        self.a = 0
-        self.skeletons = 0
-        self.state = NOT_HTTP
         self._release()
 
     def _release(self) -> None:
