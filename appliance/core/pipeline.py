@@ -169,6 +169,11 @@ class Pipeline:
         return self.table.flows  # type: ignore[return-value]
 
     # -- statistics -----------------------------------------------------------------------------
+    def vni_figures(self) -> dict[int, list[int]]:
+        """Per VNI (mirror session): [packets, bytes, pairs]."""
+        pairs = self.table.vni_pairs
+        return {vni: [v[0], v[1], pairs.get(vni, 0)] for vni, v in self.vni_stats.items()}
+
     def stats(self) -> dict[str, object]:
         t = self.table
         h = t.http_stats

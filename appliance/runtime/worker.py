@@ -16,6 +16,7 @@ import time
 
 from appliance.core.decode import LINKTYPE_GENEVE_PAYLOAD, LINKTYPE_VXLAN_PAYLOAD
 from appliance.core.pipeline import Pipeline, PipelineConfig
+from appliance.format.record import Formatter
 
 log = logging.getLogger("appliance.worker")
 
@@ -31,14 +32,32 @@ def rss_bytes(pid: int | None = None) -> int:
 
 
 def pipeline_config(s) -> PipelineConfig:
-    from appliance.format.filters import PairFilter
-
     return PipelineConfig(
-        source="MIRRORING", account_id=s.account_id, max_body=s.max_body,
+        max_body=s.max_body,
         idle_timeout=s.inactivity_secs, max_connections=max(1, s.max_active_conn // s.worker_count),
         buffer_limit=max(1 << 20, (s.buffer_mb << 20) // s.worker_count),
-        vxlan_port=s.listen_addr[1], geneve_port=s.geneve_port,
-        pair_filter=PairFilter.from_settings(s), ignored_ports=s.ignored_ports)
+        vxlan_port=s.listen_addr[1], geneve_port=s.geneve_port, ignored_ports=s.ignored_ports)
+
+
+def formatter(s) -> Formatter:
+    """The stage between the core and the sink: Akto's filters, then the Akto record."""
+    from appliance.format.filters import PairFilter
+
+    return Formatter(source="MIRRORING", account_id=s.account_id, max_body=s.max_body,
+                     pair_filter=PairFilter.from_settings(s))
+
+
+def worker_stats(p: Pipeline, f: Formatter) -> dict:
+    """The pipeline's figures with the formatting stage's drops and anomalies merged in."""
+    st = p.stats()
+    fs = f.stats()
+    drops = dict(st["drops"])
+    for reason, n in fs["drops"].items():
+        drops[reason] = drops.get(reason, 0) + n
+    st["drops"] = drops
+    st["anomalies"] = fs["anomalies"]
+    st["decode_errors"] = fs["decode_errors"]
+    return st
 
 
 def make_sink(s, worker_id: int, jsonl: str | None):
@@ -57,6 +76,7 @@ class Worker:
         self.shed = shed  # multiprocessing.Value('i'): 1 = shed load now
         self.report = report  # multiprocessing queue towards the supervisor
         self.pipeline = Pipeline(pipeline_config(settings))
+        self.formatter = formatter(settings)
         self.sink = make_sink(settings, worker_id, jsonl)
         self.started = time.time()
         self.shed_evictions = 0
@@ -128,7 +148,7 @@ class Worker:
     def _drain(self) -> None:
         p = self.pipeline
         if p.out:
-            self.sink.write(p.take())
+            self.sink.write(self.formatter.records(p.take()))
         else:
             self.sink.poll()
 
@@ -136,13 +156,8 @@ class Worker:
         p = self.pipeline
         p.sweep(max(time.time(), p.last_ts))
         if self.shed is not None and self.shed.value:
-            # memory pressure: give back the older half of the connections (pairs emitted)
-            n = len(p.conns) // 2
-            for _ in range(n):
-                key, conn = next(iter(p.conns.items()))
-                p._close(key, conn, p.last_ts)  # noqa: SLF001 - eviction is the pipeline's
-            self.shed_evictions += n
-            p.evicted["memory"] = p.evicted.get("memory", 0) + n
+            # memory pressure: give back half of what the core holds (pairs emitted)
+            self.shed_evictions += p.shed(p.buffered() // 2)
         self._drain()
         self.send_report()
 
@@ -152,7 +167,8 @@ class Worker:
             self.report.put_nowait({
                 "id": self.id, "pid": os.getpid(), "time": time.time(),
                 "rss_bytes": rss_bytes(), "buffer_bytes": p.buffered(),
-                "stats": p.stats(), "vni": {str(k): v for k, v in p.vni_stats.items()},
+                "stats": worker_stats(p, self.formatter),
+                "vni": {str(k): v for k, v in p.vni_figures().items()},
                 "kafka": self.sink.stats(),
             })
         except Exception:  # a full queue only delays figures; never the capture
