@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from struct import Struct
+from typing import Any
 
 # Link types (https://www.tcpdump.org/linktypes.html)
 LINKTYPE_NULL = 0
@@ -83,8 +84,13 @@ _IPV6_NONE = 59
 
 MAX_TUNNEL_DEPTH = 4
 
+# what decode() returns for a TCP segment:
+# (vni, src ip, dst ip, src port, dst port, seq, ack, flags, payload)
+Segment = tuple[int, bytes, bytes, int, int, int, int, int, bytes]
+FragKey = tuple[int, bytes, bytes, int, int, int]
 
-def _fast_ether_tcp(buf: bytes, o: int, vni: int):
+
+def _fast_ether_tcp(buf: bytes, o: int, vni: int) -> Segment | None:
     """The common case, inlined: Ethernet at `o` / IPv4 without options or fragmentation
     / TCP.  Returns the decode tuple, or None to fall back to the general path (which
     handles every other case, and counts what it rejects)."""
@@ -104,16 +110,17 @@ class FragmentCache:
 
     __slots__ = ("pending", "max_datagrams", "max_bytes", "timeout", "bytes", "counts")
 
-    def __init__(self, counts: dict, max_datagrams: int = 4096, max_bytes: int = 32 << 20,
-                 timeout: float = 30.0):
-        self.pending: dict = {}
+    def __init__(self, counts: dict[str, int], max_datagrams: int = 4096,
+                 max_bytes: int = 32 << 20, timeout: float = 30.0) -> None:
+        # key -> [first ts, sorted offsets, data by position, total length]
+        self.pending: dict[FragKey, list[Any]] = {}
         self.max_datagrams = max_datagrams
         self.max_bytes = max_bytes
         self.timeout = timeout
         self.bytes = 0
         self.counts = counts
 
-    def add(self, ts: float, key, offset: int, more: bool, data: bytes):
+    def add(self, ts: float, key: FragKey, offset: int, more: bool, data: bytes) -> bytes | None:
         """Add one fragment; return the whole payload when complete, else None.
 
         Fragments are kept ordered by offset as they arrive (bisect), so completeness is
@@ -170,7 +177,7 @@ class FragmentCache:
 class Decoder:
     """Stateful only for IP fragments; everything else is a pure function of the bytes."""
 
-    def __init__(self, vxlan_port: int = 4789, geneve_port: int = 6081, teredo: bool = True):
+    def __init__(self, vxlan_port: int = 4789, geneve_port: int = 6081, teredo: bool = True) -> None:
         self.vxlan_port = vxlan_port
         self.geneve_port = geneve_port
         self.teredo = teredo
@@ -182,7 +189,7 @@ class Decoder:
         c[reason] = c.get(reason, 0) + 1
 
     # -- link layer -------------------------------------------------------------------
-    def decode(self, ts: float, linktype: int, buf: bytes):
+    def decode(self, ts: float, linktype: int, buf: bytes) -> Segment | None:
         if linktype == LINKTYPE_ETHERNET:
             r = _fast_ether_tcp(buf, 0, 0)
             if r is not None:
@@ -228,18 +235,20 @@ class Decoder:
         self._count("unsupported_linktype")
         return None
 
-    def _bad(self, reason: str):
+    def _bad(self, reason: str) -> Segment | None:
+        """Count a malformed packet (by reason and in total); the decode result: None."""
         c = self.counts
         c[reason] = c.get(reason, 0) + 1
         c["malformed"] = c.get("malformed", 0) + 1
         return None
 
-    def _ether(self, ts, buf, off, vni, depth):
+    def _ether(self, ts: float, buf: bytes, off: int, vni: int, depth: int) -> Segment | None:
         if len(buf) < off + 14:
             return self._bad("malformed_link")
         return self._ethertype(ts, buf, off + 14, _H.unpack_from(buf, off + 12)[0], vni, depth)
 
-    def _ethertype(self, ts, buf, off, etype, vni, depth):
+    def _ethertype(self, ts: float, buf: bytes, off: int, etype: int, vni: int,
+                   depth: int) -> Segment | None:
         while etype in (ETH_VLAN, ETH_QINQ, ETH_QINQ_OLD):
             if len(buf) < off + 4:
                 return self._bad("malformed_link")
@@ -276,7 +285,8 @@ class Decoder:
         return None
 
     # -- network layer ----------------------------------------------------------------
-    def _ip(self, ts, buf, off, end, vni, depth):
+    def _ip(self, ts: float, buf: bytes, off: int, end: int, vni: int,
+            depth: int) -> Segment | None:
         if end - off < 1:
             return self._bad("malformed_ip")
         ver = buf[off] >> 4
@@ -351,7 +361,8 @@ class Decoder:
         return self._bad("malformed_ip")
 
     # -- transport layer and tunnels --------------------------------------------------
-    def _l4(self, ts, buf, off, end, proto, src, dst, vni, depth):
+    def _l4(self, ts: float, buf: bytes, off: int, end: int, proto: int, src: bytes, dst: bytes,
+            vni: int, depth: int) -> Segment | None:
         if proto == PROTO_TCP:
             if end - off < 20:
                 return self._bad("malformed_tcp")
@@ -390,13 +401,15 @@ class Decoder:
         self._count("not_tcp")
         return None
 
-    def _vxlan(self, ts, buf, p, end, vni, depth):
+    def _vxlan(self, ts: float, buf: bytes, p: int, end: int, vni: int,
+               depth: int) -> Segment | None:
         if end - p < 8 or not buf[p] & 0x08:
             return self._bad("malformed_vxlan")
         inner_vni = _I.unpack_from(buf, p + 4)[0] >> 8
         return self._ether(ts, buf, p + 8, vni or inner_vni, depth + 1)
 
-    def _geneve(self, ts, buf, p, end, vni, depth):
+    def _geneve(self, ts: float, buf: bytes, p: int, end: int, vni: int,
+                depth: int) -> Segment | None:
         if end - p < 8:
             return self._bad("malformed_geneve")
         optlen = (buf[p] & 0x3F) << 2
@@ -409,7 +422,8 @@ class Decoder:
             return self._ether(ts, buf, q, vni or inner_vni, depth + 1)
         return self._ethertype(ts, buf, q, ptype, vni or inner_vni, depth + 1)
 
-    def _teredo(self, ts, buf, p, end, vni, depth):
+    def _teredo(self, ts: float, buf: bytes, p: int, end: int, vni: int,
+                depth: int) -> Segment | None:
         # Optional authentication (0x0001) and origin indication (0x0000) headers.
         while end - p >= 2 and buf[p] == 0:
             if buf[p + 1] == 1:
