@@ -59,23 +59,6 @@ class Flow:
         pair.vni = vni
         self.table.emitted(self, pair)
 
-    def segment(self, ts: float, d: int, seq: int, ack: int, flags: int,
-                payload: bytes) -> None:
-        self.pkts += 1
-        pkt = self.pkts
-        self.last = ts
-        t = self.tcp[d]
-        if flags & ACK:
-            t.note_ack(ack)
-        else:
-            ack = -1
-        if flags & (FIN | RST):
-            self.ended = True
-        t.segment(ts, pkt, seq, ack, flags & ~RST, payload)
-        other = self.tcp[1 - d]
-        if other.held_offs or other.pre is not None:
-            other.check(ts, pkt)
-
     def close(self, ts: float) -> None:
         """The connection is over: flush both directions (the client's first, so that a
         response waiting for its request can pair), then the session."""
@@ -132,8 +115,21 @@ class FlowTable:
                 flow = self._open(key, ts)
         acct = flow.acct
         before = acct.n
-        try:
-            flow.segment(ts, d, seq, ack, flags, payload)
+        try:  # Flow.segment, inlined: this runs for every packet
+            flow.pkts += 1
+            pkt = flow.pkts
+            flow.last = ts
+            t = flow.tcp[d]
+            if flags & ACK:
+                t.note_ack(ack)
+            else:
+                ack = -1
+            if flags & (FIN | RST):
+                flow.ended = True
+            t.segment(ts, pkt, seq, ack, flags & ~RST, payload)
+            other = flow.tcp[1 - d]
+            if other.held_offs or other.pre is not None:
+                other.check(ts, pkt)
         except Exception:
             self._forget(flow, before)  # the caller counts and logs it
             raise

@@ -138,6 +138,26 @@ class TcpStream:
                 payload: bytes) -> None:
         """One segment of this direction.  ``ack`` is the raw ACK field, or -1 without ACK;
         ``pkt`` counts the connection's packets (the grace is measured in it)."""
+        if payload and not flags & 0x03 and self.base >= 0 and not self.held_offs \
+                and not self.done and ((seq - self.base) & MASK) == (self.next & MASK):
+            # the common case, inlined: the next bytes in order, nothing held
+            if ack >= 0:
+                peer = self.peer
+                if peer is not None and peer.base >= 0:
+                    a = peer.offset(ack)
+                    if a != self.emitted_ack:
+                        self.emitted_ack = a
+                        self.consumer.ack(self.d, a)
+            off = self.next
+            n = len(payload)
+            self.next = off + n
+            self.acct.n += n - len(self.last)
+            self.last_off = off
+            self.last = payload
+            self.consumer.data(self.d, off, ts, payload)
+            if self.fin >= 0 and self.next >= self.fin:
+                self._eof()
+            return
         if self.done:
             if payload:
                 self.stats.retransmits += 1

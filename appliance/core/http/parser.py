@@ -79,6 +79,9 @@ _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _DIGITS = re.compile(r"[0-9]{1,18}")
 _VERSION = re.compile(rb"HTTP/[0-9]{0,2}(?:\.[0-9]{0,2})?")
 _STATUS = re.compile(rb"[0-9]{3}")
+# field names, one per line: every one a token (no whitespace, no obs-fold)
+_TOKEN_LINES = re.compile(r"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+(?:\n[!#$%&'*+.^_`|~0-9A-Za-z-]+)*)?")
+_FRAMING_NAMES = frozenset(("content-length", "transfer-encoding", "content-encoding", "upgrade"))
 _CODINGS = frozenset(("chunked", "gzip", "x-gzip", "deflate", "compress", "x-compress",
                       "identity", "br", "zstd"))
 
@@ -517,7 +520,7 @@ class HttpParser:
         if end == -3:
             self._take(msg)
             return self._enter_head_big(msg, data, i)
-        self._fields(msg, data[i + 1:end].decode("latin-1").split("\n"))
+        self._field_block(msg, data[i + 1:end].decode("latin-1"))
         if self.closing and end >= len(data) - 1:
             msg.flag("incomplete")  # the head was cut by the end of the stream
         self._take(msg)
@@ -584,7 +587,7 @@ class HttpParser:
         if end == -3:
             self._take(msg)
             return self._enter_head_big(msg, data, i)
-        self._fields(msg, data[i + 1:end].decode("latin-1").split("\n"))
+        self._field_block(msg, data[i + 1:end].decode("latin-1"))
         if self.closing and end >= len(data) - 1:
             msg.flag("incomplete")
         req = self.hooks.response_head(self, msg, self.forcing or self.closing)
@@ -695,6 +698,63 @@ class HttpParser:
             return self._response_framing(msg, req, end_off, end)
         return self._request_framing(msg, end_off, end)
 
+    def _field_block(self, msg: Message, block: str) -> None:
+        """The field lines of a whole head.  The common case — CRLF lines, each a token
+        name, a colon and a value — is checked and split with a handful of C-level
+        string operations; anything else goes line by line through ``_fields``, which
+        names each irregularity."""
+        if block.count("\n") != block.count("\r\n"):
+            self._fields(msg, block.split("\n"))  # bare LF somewhere
+            return
+        lines = block.split("\r\n")
+        del lines[-2:]  # the empty line that ends the head
+        if len(lines) > self.cfg.max_headers:
+            self._fields(msg, lines)
+            return
+        # "name: value" with exactly one space and no whitespace at the end of a value
+        # needs no strip (the usual shape); otherwise split at the colon and strip
+        plain = not (":  " in block or ": \t" in block or " \r\n" in block
+                     or "\t\r\n" in block)
+        parts = [line.split(": ", 1) for line in lines] if plain else []
+        if not plain or (parts and min(map(len, parts)) < 2):
+            parts = [line.split(":", 1) for line in lines]
+            if parts and min(map(len, parts)) < 2:
+                self._fields(msg, lines)
+                return
+            plain = False
+        joined = "\n".join([q[0] for q in parts])
+        if _TOKEN_LINES.fullmatch(joined) is None:
+            self._fields(msg, lines)  # obs-fold, whitespace before a colon, odd names
+            return
+        if plain:
+            msg.headers = list(map(tuple, parts))  # type: ignore[arg-type]
+        else:
+            msg.headers = [(q[0], q[1].strip()) for q in parts]
+        msg.mem += len(block) + HEADER_OVERHEAD * len(parts)
+        low = joined.lower()
+        if "content-" in low or "transfer-" in low or "upgrade" in low:
+            for i, lname in enumerate(low.split("\n")):
+                if lname in _FRAMING_NAMES:
+                    value = msg.headers[i][1]
+                    if lname == "content-length":
+                        if self.cl is None:
+                            self.cl = [value]
+                        else:
+                            self.cl.append(value)
+                    elif lname == "transfer-encoding":
+                        if self.te is None:
+                            self.te = [value]
+                        else:
+                            self.te.append(value)
+                    elif lname == "content-encoding":
+                        if self.ce is None:
+                            self.ce = [value]
+                        else:
+                            self.ce.append(value)
+                        msg.encoding = ",".join(self.ce)
+                    else:
+                        msg.upgrade = True
+
     def _fields(self, msg: Message, lines: list[str]) -> None:
         """Parse header field lines once: keep them in wire order and pick out the framing
         fields (Content-Length, Transfer-Encoding, Content-Encoding, Upgrade)."""
@@ -787,6 +847,10 @@ class HttpParser:
     def _length(self, msg: Message, cl: list[str]) -> int:
         """Content-Length: digits only; a list of identical values is accepted (RFC 9110
         8.6); -1 (and ``bad_content_length``) otherwise."""
+        if len(cl) == 1:
+            v = cl[0]
+            if v.isdigit() and v.isascii() and len(v) < 19:
+                return int(v)  # the common case: one plain value
         length = -1
         for field in cl:
             for v in field.split(","):
