@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import os
 import random
 import subprocess
 import sys
