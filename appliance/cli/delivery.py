@@ -12,8 +12,10 @@ import os
 import shlex
 import shutil
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from appliance.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, CliError
@@ -29,6 +31,8 @@ class KafkaDelivery:
     """A KafkaSink for one batch job: counts what it was given, warns once when the broker
     does not answer, waits for delivery at the end and reports what is left."""
 
+    DOWN_NOTICE_SECS = 2.0  # a live broker answers well within this
+
     def __init__(self, sink: Any, spool: str, brokers: str, topic: str,
                  out: Callable[[str], None] = say):
         self.sink = sink
@@ -38,6 +42,7 @@ class KafkaDelivery:
         self.say = out
         self.written = 0
         self.warned = False
+        self.down_since: float | None = None
 
     def write(self, records: list[dict[str, Any]]) -> None:
         self.sink.write(records)
@@ -45,52 +50,69 @@ class KafkaDelivery:
         self._notice()
 
     def _notice(self) -> None:
-        if not self.warned and self.sink.stats()["state"] == "down":
+        if self.warned:
+            return
+        if self.sink.stats()["state"] != "down":
+            self.down_since = None
+            return
+        now = time.monotonic()
+        if self.down_since is None:
+            self.down_since = now
+        elif now - self.down_since >= self.DOWN_NOTICE_SECS:
             self.warned = True
             self.say(f"appliance: warning: Kafka at {self.brokers} is not answering; the pairs "
                      f"wait in {self.spool} while it is retried")
 
-    def wait(self, timeout: float, tty: bool) -> None:
-        """Until every pair is acknowledged or `timeout` s have passed (Ctrl-C stops waiting)."""
+    @contextmanager
+    def _showing(self, timeout: float, tty: bool) -> Iterator[None]:
+        """While the sink delivers: a live line on a terminal, a line every 10 s elsewhere."""
+        stop = threading.Event()
         deadline = time.monotonic() + timeout
-        next_line = time.monotonic() + 10.0
         status = None
         if tty:
             from rich.console import Console
 
             status = Console(stderr=True).status("waiting for Kafka")
             status.start()
-        try:
-            while True:
-                self.sink.poll()
+
+        def show() -> None:
+            next_line = time.monotonic() + 10.0
+            while not stop.wait(0.25):
                 self._notice()
                 st = self.sink.stats()
-                left = st["queued"] + st["spooled"]
                 now = time.monotonic()
-                if left == 0 or now >= deadline:
-                    return
                 line = (f"waiting for Kafka at {self.brokers} ({st['state']}): {st['delivered']} "
-                        f"delivered, {left} waiting; up to {deadline - now:.0f}s more "
-                        f"(Ctrl-C stops waiting, the pairs stay in the spool)")
+                        f"delivered, {st['queued'] + st['spooled']} waiting; up to "
+                        f"{max(0.0, deadline - now):.0f}s more (Ctrl-C stops waiting, the pairs "
+                        f"stay in the spool)")
                 if status is not None:
                     status.update(line)
                 elif now >= next_line:
                     self.say(f"appliance: {line}")
                     next_line = now + 10.0
-                time.sleep(0.1)
+
+        ticker = threading.Thread(target=show, name="kafka-progress", daemon=True)
+        ticker.start()
+        try:
+            yield
         finally:
+            stop.set()
+            ticker.join()
             if status is not None:
                 status.stop()
 
     def close(self, timeout: float, tty: bool, interrupted: bool = False) -> None:
-        """Wait (unless interrupted), close the sink, remove the spool if it is empty, or
+        """Deliver within `timeout` (unless interrupted), remove the spool if it is empty, or
         raise CliError naming what is left and the command that sends it."""
         try:
-            if not interrupted:
-                self.wait(timeout, tty)
+            if interrupted:
+                self.sink.close(timeout=1.0)
+            else:
+                with self._showing(timeout, tty):
+                    self.sink.close(timeout=timeout)  # what Kafka does not take is spooled
         except KeyboardInterrupt:
             interrupted = True
-        self.sink.close(timeout=1.0)  # what librdkafka still holds goes to the spool
+            self.sink.close(timeout=1.0)
         st = self.sink.stats()
         if not st["spooled"] and not st["queued"] and not st["dropped"]:
             shutil.rmtree(self.spool, ignore_errors=True)
