@@ -133,8 +133,10 @@ class _MappingEnvSource(EnvSettingsSource):
 
 
 class Settings(BaseSettings):
+    # only the variable names are read (a shell variable named `mode` or `workers` is not a
+    # setting); constructor values are given by variable name too (load_settings maps flags)
     model_config = SettingsConfigDict(case_sensitive=True, env_ignore_empty=True,
-                                      extra="ignore", populate_by_name=True,
+                                      extra="ignore", populate_by_name=False,
                                       validate_default=True)
 
     # -- capture -----------------------------------------------------------------------
@@ -357,9 +359,12 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
     (the CLI flags; None values are ignored).  `flags` maps a field to the flag that sets
     it, for the error message.  Raises ConfigError with one line naming the variable."""
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    unknown = set(given) - set(ENV_NAMES)
+    if unknown:
+        raise TypeError(f"not settings fields: {', '.join(sorted(unknown))}")
     try:
         with _reading(env):
-            return Settings(**given)
+            return Settings(**{ENV_NAMES[k]: v for k, v in given.items()})
     except ValidationError as exc:
         raise ConfigError(_one_line(exc, given, os.environ if env is None else env,
                                     flags or {})) from None

@@ -469,3 +469,19 @@ def test_what_infra_cdktf_deploys_boots(capsys, mode):
         code, env, _, _, err = boot(capsys, "--cloud", mode, f"--{mode}-endpoint", server.url, "--print-env")
     assert code == 0, err
     assert env == appliance_environment(settings, mode)
+
+
+def test_akto_s_own_environment_block_boots(aws, capsys):
+    """An environment copied from Akto's deployment docs: AKTO_INFRA_MIRRORING_MODE selects the
+    mode over the cloud's default, AKTO_MONGO_CONN is accepted, not applied, and noted."""
+    aws.user_data = (b"AKTO_TRAFFIC_BATCH_TIME_SECS=10\nAKTO_TRAFFIC_BATCH_SIZE=100\n"
+                     b"AKTO_INFRA_MIRRORING_MODE=gcp\nAKTO_KAFKA_BROKER_MAL=10.0.0.9:9092\n"
+                     b"AKTO_MONGO_CONN=mongodb://0.0.0.0:27017\n")
+    code, env, src, out, err = boot(capsys, "--cloud", "aws", "--aws-endpoint", aws.url, "--print-env")
+    assert code == 0, err
+    assert env["AKTO_INFRA_MIRRORING_MODE"] == "gcp" and "APPLIANCE_MODE" not in env
+    assert "AKTO_MONGO_CONN" not in env
+    assert "# note: AKTO_MONGO_CONN (from aws user data) is accepted and not used" in out
+    from appliance.config import load_settings
+
+    assert load_settings(env=env).mode == "gcp"
