@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test bench clean
+.PHONY: run test lint bench clean
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,13 @@ run: $(VENV)/.base
 
 test: $(VENV)/.full
 	bash scripts/system-deps.sh
+	$(MAKE) lint
 	$(PY) -m pytest -q
+
+# ruff and mypy, configured in pyproject.toml ([tool.ruff], [tool.mypy])
+lint: $(VENV)/.full
+	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 bench: $(VENV)/.base
 	$(PY) bench/replay_bench.py

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import time
+from typing import Any
 
 
 def tansu_binary() -> str:
@@ -92,7 +93,7 @@ def consume_all(bootstrap: str, topic: str, expect: int | None = None, timeout: 
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "appliance-reader",
                   "enable.auto.commit": False, "auto.offset.reset": "earliest"})
     c.assign([TopicPartition(topic, p, 0) for p in parts])
-    out = []
+    out: list[Any] = []
     last = time.time()
     try:
         while time.time() < deadline:

@@ -1,29 +1,57 @@
 """Configuration: Akto's environment variable names, plus the appliance's own, validated.
 
-Precedence: CLI flags > environment > defaults.  ``load_settings`` turns every
-validation problem into ``ConfigError`` with one line naming the variable (and the
-flag, when there is one), e.g.::
+``Settings`` is a pydantic-settings model used as designed: each field names the environment
+variables it is read from (``validation_alias``; the first name is the documented one, later
+names are fallbacks, e.g. ``AKTO_KAFKA_BROKER_MAL`` then ``AKTO_KAFKA_BROKER_URL``), the
+environment source reads them, and values passed to the constructor (the CLI flags) take
+precedence over the environment. An empty variable counts as unset, as in Akto's collector.
 
-    invalid AKTO_TRAFFIC_BATCH_SIZE (--batch-size) = 'ten': must be a whole number
+``load_settings`` turns a validation problem into ``ConfigError``: one line naming the
+variable that was read (and the flag, when there is one), e.g.::
+
+    invalid AKTO_TRAFFIC_BATCH_SIZE (--batch-size) = 'ten': Input should be a valid integer
 
 Secrets (SASL password) are masked by ``Settings.display()``.
+
+Adding a setting is one field here (and, if it has a flag, one row in appliance/cli/flags.py).
+Adding a capture mode is one entry in appliance/modes.py (plus its source in the runtime).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource,
+                               SettingsConfigDict)
+from pydantic_settings.sources.utils import parse_env_vars
+
+from appliance.modes import MODES
 
 SECRET_FIELDS = {"kafka_sasl_password"}
 
+# Variables Akto's collectors read that this appliance deliberately does not use, and why.
+# They are accepted (an environment copied from Akto's deployment works unchanged) and named
+# on the start-up line and by `appliance config`, never silently dropped.
+IGNORED_AKTO_VARIABLES: dict[str, str] = {
+    "AKTO_MONGO_CONN": "no database: traffic figures are on /metrics and /status, and the "
+                       "header filter comes from AKTO_MODULE_DISCOVERY_CONFIG",
+    "AKTO_DISABLE_ON_DB": "no database to depend on",
+    "AKTO_BYTES_IN_THRESHOLD": "Akto's collector stops capturing for a while above it; memory "
+                               "is bounded by TRAFFIC_BUFFER_THRESHOLD and AKTO_MEM_THRESH_RESTART "
+                               "instead, without dropping traffic",
+}
+
 
 class ConfigError(Exception):
-    pass
+    """A configuration problem, as one line naming the variable (and flag)."""
 
 
 def _bool_env(v: Any) -> Any:
@@ -37,7 +65,7 @@ def _bool_env(v: Any) -> Any:
     return v
 
 
-def parse_discovery_config(text: str) -> list[tuple[str, bool, re.Pattern]]:
+def parse_discovery_config(text: str | None) -> list[tuple[str, bool, re.Pattern[str]]]:
     """[(header name lower-cased, reject when absent, compiled regex)]."""
     if text is None or not str(text).strip():
         return []
@@ -53,7 +81,7 @@ def parse_discovery_config(text: str) -> list[tuple[str, bool, re.Pattern]]:
             header = item["key"]["eq"]
             if_absent = item["key"].get("ifAbsent", "reject")
             regex = item["value"]["regex"]
-        except (KeyError, TypeError):
+        except (KeyError, TypeError, AttributeError):
             raise ValueError(f'rule {i}: expected {{"key":{{"eq":HEADER,"ifAbsent":"reject"|"accept"}},'
                              f'"value":{{"regex":RE}}}}') from None
         if if_absent not in ("reject", "accept"):
@@ -81,97 +109,130 @@ def _hostport(value: str, what: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", p
 
 
+def env(default: Any, *names: str, **constraints: Any) -> Any:
+    """A field read from the environment variables `names` (the first found wins)."""
+    return Field(default, validation_alias=AliasChoices(*names), **constraints)
+
+
+# The environment a Settings() call reads: None = the process environment. load_settings()
+# sets it for one call, so `appliance boot` can validate what it resolved before exporting it.
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("appliance_settings_environ",
+                                                            default=None)
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping instead of os.environ."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]):
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty,
+                              self.env_parse_none_str)
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True,
+    # only the variable names are read (a shell variable named `mode` or `workers` is not a
+    # setting); constructor values are given by variable name too (load_settings maps flags)
+    model_config = SettingsConfigDict(case_sensitive=True, env_ignore_empty=True,
+                                      extra="ignore", populate_by_name=False,
                                       validate_default=True)
 
     # -- capture -----------------------------------------------------------------------
-    mode: Literal["aws", "gcp"] = Field("aws", validation_alias=AliasChoices("mode", "APPLIANCE_MODE"))
-    listen: str = Field("0.0.0.0:4789", validation_alias=AliasChoices("listen", "APPLIANCE_LISTEN"))
-    geneve: bool = Field(False, validation_alias=AliasChoices("geneve", "APPLIANCE_GENEVE"))
-    geneve_port: int = Field(6081, ge=1, le=65535,
-                             validation_alias=AliasChoices("geneve_port", "APPLIANCE_GENEVE_PORT"))
-    interface: str = Field("", validation_alias=AliasChoices("interface", "APPLIANCE_INTERFACE"))
-    capture_all: bool = Field(False, validation_alias=AliasChoices("capture_all", "CAPTURE_ALL"))
-    workers: int = Field(0, ge=0, le=256, validation_alias=AliasChoices("workers", "APPLIANCE_WORKERS"))
-    ignore_ports: str = Field("", validation_alias=AliasChoices("ignore_ports", "APPLIANCE_IGNORE_PORTS"))
+    mode: str = env("aws", "APPLIANCE_MODE", "AKTO_INFRA_MIRRORING_MODE")
+    listen: str = env("0.0.0.0:4789", "APPLIANCE_LISTEN")
+    geneve: bool = env(False, "APPLIANCE_GENEVE")
+    geneve_port: int = env(6081, "APPLIANCE_GENEVE_PORT", ge=1, le=65535)
+    interface: str = env("", "APPLIANCE_INTERFACE")
+    capture_all: bool = env(False, "CAPTURE_ALL")
+    workers: int = env(0, "APPLIANCE_WORKERS", ge=0, le=256)
+    ignore_ports: str = env("", "APPLIANCE_IGNORE_PORTS")
     # -- Kafka -------------------------------------------------------------------------
-    kafka_brokers: str = Field("", validation_alias=AliasChoices(
-        "kafka_brokers", "AKTO_KAFKA_BROKER_MAL", "AKTO_KAFKA_BROKER_URL"))
-    kafka_topic: str = Field("akto.api.logs", min_length=1, validation_alias=AliasChoices(
-        "kafka_topic", "APPLIANCE_KAFKA_TOPIC", "AKTO_KAFKA_TOPIC_NAME"))
-    batch_size: int = Field(100, ge=1, le=1_000_000,
-                            validation_alias=AliasChoices("batch_size", "AKTO_TRAFFIC_BATCH_SIZE"))
-    batch_time_secs: float = Field(10.0, ge=0, le=900, validation_alias=AliasChoices(
-        "batch_time_secs", "AKTO_TRAFFIC_BATCH_TIME_SECS"))
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
-        "PLAINTEXT", validation_alias=AliasChoices("kafka_security_protocol",
-                                                   "APPLIANCE_KAFKA_SECURITY_PROTOCOL"))
-    kafka_sasl_mechanism: Literal["", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
-        "", validation_alias=AliasChoices("kafka_sasl_mechanism", "APPLIANCE_KAFKA_SASL_MECHANISM"))
-    kafka_sasl_username: str = Field("", validation_alias=AliasChoices(
-        "kafka_sasl_username", "APPLIANCE_KAFKA_SASL_USERNAME"))
-    kafka_sasl_password: str = Field("", validation_alias=AliasChoices(
-        "kafka_sasl_password", "APPLIANCE_KAFKA_SASL_PASSWORD"))
-    kafka_ssl_ca: str = Field("", validation_alias=AliasChoices("kafka_ssl_ca", "APPLIANCE_KAFKA_SSL_CA"))
-    queue_max: int = Field(100_000, ge=100, validation_alias=AliasChoices("queue_max", "APPLIANCE_QUEUE_MAX"))
-    spool_dir: str = Field("/var/lib/appliance/spool",
-                           validation_alias=AliasChoices("spool_dir", "APPLIANCE_SPOOL_DIR"))
-    spool_max_mb: int = Field(1024, ge=0, validation_alias=AliasChoices("spool_max_mb", "APPLIANCE_SPOOL_MAX_MB"))
-    max_message_bytes: int = Field(1_000_000, ge=10_000, validation_alias=AliasChoices(
-        "max_message_bytes", "APPLIANCE_MAX_MESSAGE_BYTES"))
+    kafka_brokers: str = env("", "AKTO_KAFKA_BROKER_MAL", "AKTO_KAFKA_BROKER_URL")
+    kafka_topic: str = env("akto.api.logs", "APPLIANCE_KAFKA_TOPIC", "AKTO_KAFKA_TOPIC_NAME",
+                           min_length=1)
+    batch_size: int = env(100, "AKTO_TRAFFIC_BATCH_SIZE", ge=1, le=1_000_000)
+    batch_time_secs: float = env(10.0, "AKTO_TRAFFIC_BATCH_TIME_SECS", ge=0, le=900)
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = env(
+        "PLAINTEXT", "APPLIANCE_KAFKA_SECURITY_PROTOCOL")
+    kafka_sasl_mechanism: Literal["", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = env(
+        "", "APPLIANCE_KAFKA_SASL_MECHANISM")
+    kafka_sasl_username: str = env("", "APPLIANCE_KAFKA_SASL_USERNAME")
+    kafka_sasl_password: str = env("", "APPLIANCE_KAFKA_SASL_PASSWORD")
+    kafka_ssl_ca: str = env("", "APPLIANCE_KAFKA_SSL_CA")
+    queue_max: int = env(100_000, "APPLIANCE_QUEUE_MAX", ge=100)
+    spool_dir: str = env("/var/lib/appliance/spool", "APPLIANCE_SPOOL_DIR")
+    spool_max_mb: int = env(1024, "APPLIANCE_SPOOL_MAX_MB", ge=0)
+    max_message_bytes: int = env(1_000_000, "APPLIANCE_MAX_MESSAGE_BYTES", ge=10_000)
     # -- pairs -------------------------------------------------------------------------
-    account_id: str = Field("1000000", validation_alias=AliasChoices("account_id", "AKTO_ACCOUNT_ID"))
-    max_body: int = Field(1 << 20, ge=0, validation_alias=AliasChoices("max_body", "APPLIANCE_MAX_BODY"))
-    discovery_config: str = Field("", validation_alias=AliasChoices(
-        "discovery_config", "AKTO_MODULE_DISCOVERY_CONFIG"))
-    ignore_ip_traffic: bool = Field(False, validation_alias=AliasChoices(
-        "ignore_ip_traffic", "AKTO_IGNORE_IP_TRAFFIC"))
-    ignore_cloud_metadata: bool = Field(False, validation_alias=AliasChoices(
-        "ignore_cloud_metadata", "AKTO_IGNORE_CLOUD_METADATA_CALLS"))
-    disable_egress: bool = Field(False, validation_alias=AliasChoices(
-        "disable_egress", "TRAFFIC_DISABLE_EGRESS"))
-    internal_cidrs: str = Field("10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10,fc00::/7",
-                                validation_alias=AliasChoices("internal_cidrs", "APPLIANCE_INTERNAL_CIDRS"))
+    account_id: str = env("1000000", "AKTO_ACCOUNT_ID")
+    max_body: int = env(1 << 20, "APPLIANCE_MAX_BODY", ge=0)
+    discovery_config: str = env("", "AKTO_MODULE_DISCOVERY_CONFIG")
+    ignore_ip_traffic: bool = env(False, "AKTO_IGNORE_IP_TRAFFIC")
+    ignore_cloud_metadata: bool = env(False, "AKTO_IGNORE_CLOUD_METADATA_CALLS")
+    disable_egress: bool = env(False, "TRAFFIC_DISABLE_EGRESS")
+    internal_cidrs: str = env("10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10,fc00::/7",
+                              "APPLIANCE_INTERNAL_CIDRS")
     # -- memory and time ---------------------------------------------------------------
-    inactivity_secs: float = Field(60.0, gt=0, le=86400, validation_alias=AliasChoices(
-        "inactivity_secs", "TRAFFIC_INACTIVITY_THRESHOLD"))
-    max_active_conn: int = Field(65536, ge=1, validation_alias=AliasChoices(
-        "max_active_conn", "TRAFFIC_MAX_ACTIVE_CONN"))
-    buffer_mb: int = Field(400, ge=1, validation_alias=AliasChoices("buffer_mb", "TRAFFIC_BUFFER_THRESHOLD"))
-    mem_restart_mb: int = Field(0, ge=0, validation_alias=AliasChoices(
-        "mem_restart_mb", "AKTO_MEM_THRESH_RESTART"))
+    inactivity_secs: float = env(60.0, "TRAFFIC_INACTIVITY_THRESHOLD", gt=0, le=86400)
+    max_active_conn: int = env(65536, "TRAFFIC_MAX_ACTIVE_CONN", ge=1)
+    buffer_mb: int = env(400, "TRAFFIC_BUFFER_THRESHOLD", ge=1)
+    mem_restart_mb: int = env(0, "AKTO_MEM_THRESH_RESTART", ge=0)
     # -- operations --------------------------------------------------------------------
-    http: str = Field("0.0.0.0:8000", validation_alias=AliasChoices("http", "APPLIANCE_HTTP"))
-    log_level: Literal["DEBUG", "INFO", "WARN", "ERROR", "OFF"] = Field(
-        "WARN", validation_alias=AliasChoices("log_level", "AKTO_LOG_LEVEL"))
-    session_map: str = Field("/var/lib/appliance/sessions.json", validation_alias=AliasChoices(
-        "session_map", "APPLIANCE_SESSION_MAP"))
+    http: str = env("0.0.0.0:8000", "APPLIANCE_HTTP")
+    log_level: Literal["DEBUG", "INFO", "WARN", "ERROR", "OFF"] = env("WARN", "AKTO_LOG_LEVEL")
+    log_format: Literal["text", "json"] = env("text", "APPLIANCE_LOG_FORMAT")
+    session_map: str = env("/var/lib/appliance/sessions.json", "APPLIANCE_SESSION_MAP")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
+                                   init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # flags (constructor values) > environment; no .env file, no secrets directory
+        environ = _ENVIRON.get()
+        if environ is not None:
+            env_settings = _MappingEnvSource(settings_cls, environ)
+        return (init_settings, env_settings)
 
     @field_validator("geneve", "capture_all", "ignore_ip_traffic", "ignore_cloud_metadata",
                      "disable_egress", mode="before")
     @classmethod
-    def _bools(cls, v):
+    def _bools(cls, v: Any) -> Any:
         return _bool_env(v)
 
-    @field_validator("log_level", "kafka_security_protocol", "kafka_sasl_mechanism", "mode",
+    @field_validator("log_level", "kafka_security_protocol", "kafka_sasl_mechanism",
                      mode="before")
     @classmethod
-    def _upper(cls, v):
+    def _upper(cls, v: Any) -> Any:
         if isinstance(v, str):
-            v = v.strip()
-            return v.lower() if v.lower() in ("aws", "gcp") else v.upper().replace("WARNING", "WARN")
+            return v.strip().upper().replace("WARNING", "WARN")
+        return v
+
+    @field_validator("mode", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.strip().lower() if isinstance(v, str) else v
+
+    @field_validator("mode")
+    @classmethod
+    def _check_mode(cls, v: str) -> str:
+        if v not in MODES:
+            raise ValueError("must be " + " or ".join(MODES))
         return v
 
     @field_validator("listen", "http")
     @classmethod
-    def _check_hostport(cls, v):
+    def _check_hostport(cls, v: str) -> str:
         _hostport(v, "address")
         return v
 
     @field_validator("ignore_ports")
     @classmethod
-    def _check_ports(cls, v):
+    def _check_ports(cls, v: str) -> str:
         for p in filter(None, (x.strip() for x in v.split(","))):
             if not p.isdigit() or not 0 < int(p) < 65536:
                 raise ValueError(f"'{p}' is not a port (comma-separated list of 1-65535)")
@@ -179,15 +240,13 @@ class Settings(BaseSettings):
 
     @field_validator("discovery_config")
     @classmethod
-    def _check_discovery(cls, v):
+    def _check_discovery(cls, v: str) -> str:
         parse_discovery_config(v)
         return v
 
     @field_validator("internal_cidrs")
     @classmethod
-    def _check_cidrs(cls, v):
-        import ipaddress
-
+    def _check_cidrs(cls, v: str) -> str:
         for c in filter(None, (x.strip() for x in v.split(","))):
             try:
                 ipaddress.ip_network(c, strict=False)
@@ -197,20 +256,20 @@ class Settings(BaseSettings):
 
     @field_validator("kafka_brokers")
     @classmethod
-    def _check_brokers(cls, v):
+    def _check_brokers(cls, v: str) -> str:
         for b in filter(None, (x.strip() for x in v.split(","))):
             _hostport(b.split("://")[-1], "broker")
         return v
 
     @field_validator("kafka_ssl_ca")
     @classmethod
-    def _check_ca(cls, v):
+    def _check_ca(cls, v: str) -> str:
         if v and not os.path.isfile(v):
             raise ValueError("no such file")
         return v
 
     @model_validator(mode="after")
-    def _check_sasl(self):
+    def _check_sasl(self) -> Settings:
         if self.kafka_security_protocol.startswith("SASL") and not self.kafka_sasl_mechanism:
             raise ValueError("APPLIANCE_KAFKA_SASL_MECHANISM is required with SASL")
         return self
@@ -232,9 +291,9 @@ class Settings(BaseSettings):
     def worker_count(self) -> int:
         return self.workers or os.cpu_count() or 1
 
-    def kafka_config(self) -> dict:
+    def kafka_config(self) -> dict[str, Any]:
         """librdkafka settings for the producer."""
-        conf = {
+        conf: dict[str, Any] = {
             "bootstrap.servers": self.kafka_brokers,
             "acks": "all",
             "enable.idempotence": True,
@@ -254,59 +313,80 @@ class Settings(BaseSettings):
             conf["ssl.ca.location"] = self.kafka_ssl_ca
         return conf
 
-    def display(self) -> dict:
-        out = {}
+    def display(self) -> dict[str, Any]:
+        """Variable name -> effective value, secrets masked."""
+        out: dict[str, Any] = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
             if name in SECRET_FIELDS and value:
                 value = "****"
-            out[ENV_NAMES.get(name, name)] = value
+            out[ENV_NAMES[name]] = value
         return out
 
 
-# field -> the environment variable documented for it (first alias)
-ENV_NAMES = {}
-for _name, _field in Settings.model_fields.items():
-    _choices = getattr(_field.validation_alias, "choices", [])
-    ENV_NAMES[_name] = next((c for c in _choices if c != _name), _name)
-
-# CLI flag per field (for error messages), filled by the CLI
-FLAG_NAMES: dict[str, str] = {}
+def _aliases(name: str) -> list[str]:
+    alias = Settings.model_fields[name].validation_alias
+    return [str(c) for c in alias.choices] if isinstance(alias, AliasChoices) else [name]
 
 
-def load_settings(overrides: dict | None = None, env: dict | None = None) -> Settings:
-    """Build settings from `env` (default os.environ) and CLI `overrides` (None values are
-    ignored).  Raises ConfigError with one line naming the variable."""
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    environ = os.environ if env is None else env
-    # pydantic-settings reads os.environ; pass the chosen mapping explicitly instead
-    values = {}
-    for name, field in Settings.model_fields.items():
-        for alias in field.validation_alias.choices:
-            if alias != name and alias in environ:
-                values[name] = environ[alias]
-                break
-    values.update(overrides)
+# field -> every variable it is read from, the documented one first
+ALIASES: dict[str, list[str]] = {name: _aliases(name) for name in Settings.model_fields}
+# field -> the variable documented for it
+ENV_NAMES: dict[str, str] = {name: names[0] for name, names in ALIASES.items()}
+# variable -> field (fallback names included)
+VARIABLES: dict[str, str] = {v: name for name, names in ALIASES.items() for v in names}
+
+
+def ignored_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Akto variables set (non-empty) in `environ` that this appliance does not use."""
+    environ = os.environ if environ is None else environ
+    return [n for n in IGNORED_AKTO_VARIABLES if environ.get(n, "").strip()]
+
+
+@contextmanager
+def _reading(environ: Mapping[str, str] | None) -> Iterator[None]:
+    token = _ENVIRON.set(environ)
     try:
-        return _Isolated(**values)
+        yield
+    finally:
+        _ENVIRON.reset(token)
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None,
+                  env: Mapping[str, str] | None = None,
+                  flags: Mapping[str, str] | None = None) -> Settings:
+    """Settings from `env` (default: the process environment) and `overrides` by field name
+    (the CLI flags; None values are ignored).  `flags` maps a field to the flag that sets
+    it, for the error message.  Raises ConfigError with one line naming the variable."""
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    unknown = set(given) - set(ENV_NAMES)
+    if unknown:
+        raise TypeError(f"not settings fields: {', '.join(sorted(unknown))}")
+    try:
+        with _reading(env):
+            return Settings(**{ENV_NAMES[k]: v for k, v in given.items()})
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = err.get("loc") or ()
-        field = str(loc[0]) if loc else ""
-        env_name = ENV_NAMES.get(field, field) or "configuration"
-        flag = FLAG_NAMES.get(field)
-        where = f"{env_name} ({flag})" if flag else env_name
-        msg = err.get("msg", "invalid").removeprefix("Value error, ")
-        if "input" in err and field:
-            raise ConfigError(f"invalid {where} = {err['input']!r}: {msg}") from None
-        raise ConfigError(f"invalid {where}: {msg}") from None
+        raise ConfigError(_one_line(exc, given, os.environ if env is None else env,
+                                    flags or {})) from None
 
 
-class _Isolated(Settings):
-    """Settings that read nothing from the process environment (values passed in)."""
+def _one_line(exc: ValidationError, given: Mapping[str, Any], environ: Mapping[str, str],
+              flags: Mapping[str, str]) -> str:
+    err = exc.errors()[0]
+    loc = err.get("loc") or ()
+    key = str(loc[0]) if loc else ""
+    field = VARIABLES.get(key, key if key in Settings.model_fields else "")
+    if not field:
+        return f"invalid configuration: {_message(err)}"
+    variable = ENV_NAMES[field]
+    if field not in given:  # name the variable that was read (e.g. a fallback name)
+        variable = next((n for n in ALIASES[field] if str(environ.get(n, "")).strip()), variable)
+    flag = flags.get(field)
+    where = f"{variable} ({flag})" if flag else variable
+    if "input" in err:
+        return f"invalid {where} = {err['input']!r}: {_message(err)}"
+    return f"invalid {where}: {_message(err)}"
 
-    @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings,
-                                   dotenv_settings, file_secret_settings):
-        return (init_settings,)
 
+def _message(err: Any) -> str:
+    return str(err.get("msg", "invalid")).removeprefix("Value error, ")

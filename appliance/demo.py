@@ -57,7 +57,7 @@ def wait_status(url: str, predicate, timeout: float = 10.0) -> dict:
 def send_vxlan(frames, port: int, vni: int = VNI, host: str = "127.0.0.1", pace: float = 0.0):
     """Send inner frames as VXLAN datagrams.  Each direction of a connection uses its own
     UDP source port, as AWS does (it hashes the inner flow into the outer source port)."""
-    socks = {}
+    socks: dict[bytes, socket.socket] = {}
     try:
         for _, frame in frames:
             key = frame[26:38]  # inner IPv4 src+dst+ports: one socket per direction
@@ -96,3 +96,23 @@ def run_demo() -> int:
         print(f"demo: {len(msgs)} pairs read back from Kafka topic akto.api.logs; appliance saw "
               f"{t['packets']} packets on VNI {VNI}, {t['pairs']} pairs", file=sys.stderr)
         return 0 if len(msgs) == 8 and proc.returncode == 0 else 1
+
+
+def run_offline() -> int:
+    """The sample capture replayed in-process (no broker, no runtime): the pairs on stdout."""
+    from appliance.core.pipeline import Pipeline
+    from appliance.format.record import Formatter
+    from appliance.replay import replay_files, summary_line
+    from appliance.sinks.memory import ListSink
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "sample.pcap")
+        synth.write_pcap(path, synth.sample_frames())
+        pipeline = Pipeline()
+        formatter = Formatter()
+        sink = ListSink()
+        replay_files([path], pipeline, sink, formatter=formatter)
+    for rec in sink.records:
+        print(json.dumps(rec, indent=2, ensure_ascii=False))
+    print(summary_line(pipeline.stats(), 1.0, formatter.stats()).split(";")[0], file=sys.stderr)
+    return 0

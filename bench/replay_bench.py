@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import os
 import random
+import resource
 import subprocess
 import sys
 import time
@@ -96,62 +96,108 @@ def generate(path: Path, vxlan_path: Path, connections: int, seed: int = 1) -> N
     synth.write_pcap(vxlan_path, vx)
 
 
-def bare_read(path: Path) -> tuple[int, int, float]:
+def bare_read(path: Path, batch: bool) -> tuple[int, int, float]:
+    """A bare pcapy-ng read loop over the file: the ceiling for any Python consumer."""
     import pcapy
 
     t = time.perf_counter()
     r = pcapy.open_offline(str(path))
     packets = 0
     nbytes = 0
-    while True:
-        buf, meta = r.next_batch(2048)
-        if not meta:
-            break
-        packets += len(meta) // 16
-        nbytes += len(buf)
+    if batch:
+        while True:
+            buf, meta = r.next_batch(2048)
+            if not meta:
+                break
+            packets += len(meta) // 16
+            nbytes += len(buf)
+    else:
+        while True:
+            hdr, data = r.next()
+            if hdr is None:
+                break
+            packets += 1
+            nbytes += len(data)
     return packets, nbytes, time.perf_counter() - t
 
 
-def replay(path: Path) -> tuple[int, float, str]:
+def replay(path: Path) -> tuple[int, float, float, str]:
+    """(pairs, wall seconds, CPU seconds, summary) of `appliance replay FILE --jsonl OUT`."""
     out = OUT / (path.stem + ".jsonl")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "appliance", "replay", str(path), "--jsonl",
                            str(out)], capture_output=True, text=True, cwd=ROOT)
     elapsed = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         raise SystemExit(f"replay failed: {proc.stderr.strip()}")
     with open(out, "rb") as f:
         pairs = sum(1 for _ in f)
-    return pairs, elapsed, proc.stderr.strip()
+    out.unlink()
+    return pairs, elapsed, cpu, proc.stderr.strip()
+
+
+def shared_mix(packets: int) -> list[tuple[Path, int]]:
+    """The mix performance is judged on (../shared/bench/gen_mix.py), plain and VXLAN."""
+    gen = ROOT.parent / "shared" / "bench" / "gen_mix.py"
+    if not gen.exists():
+        print(f"(skipping the shared mix: {gen} not found)")
+        return []
+    files = []
+    for vx in (False, True):
+        path = OUT / f"shared-mix-{packets}{'-vxlan' if vx else ''}.pcap"
+        if not path.exists():
+            subprocess.run([sys.executable, str(gen), str(path), "--packets", str(packets)]
+                           + (["--vxlan"] if vx else []), check=True, capture_output=True)
+        want = int(Path(str(path) + ".pairs").read_text())
+        files.append((path, want))
+    return files
+
+
+def project_mix(connections: int) -> list[tuple[Path, int]]:
+    plain = OUT / f"mix-{connections}.pcap"
+    wrapped = OUT / f"mix-{connections}-vxlan.pcap"
+    if not plain.exists() or not wrapped.exists() or not plain.with_suffix(".pairs").exists():
+        t = time.perf_counter()
+        generate(plain, wrapped, connections)
+        print(f"generated {plain.name} and {wrapped.name} in {time.perf_counter() - t:.1f}s")
+    want = int(plain.with_suffix(".pairs").read_text())
+    return [(plain, want), (wrapped, want)]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--connections", type=int, default=2000)
+    ap.add_argument("--connections", type=int, default=2000, help="the project's own mix")
+    ap.add_argument("--packets", type=int, default=200_000, help="the shared mix")
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    plain = OUT / f"mix-{args.connections}.pcap"
-    wrapped = OUT / f"mix-{args.connections}-vxlan.pcap"
-    if not plain.exists() or not wrapped.exists() or not plain.with_suffix(".pairs").exists():
-        t = time.perf_counter()
-        generate(plain, wrapped, args.connections)
-        print(f"generated {plain.name} and {wrapped.name} in {time.perf_counter() - t:.1f}s")
-    for path in (plain, wrapped):
-        packets, nbytes, _ = bare_read(path)
-        best_bare = min(bare_read(path)[2] for _ in range(args.runs))
-        runs = [replay(path) for _ in range(args.runs)]
-        pairs, best, summary = min(runs, key=lambda r: r[1])
-        want = int(plain.with_suffix(".pairs").read_text())
-        verdict = "every pair" if pairs == want else f"MISSING {want - pairs} of {want} pairs"
-        print(f"\n{path.name}: {packets} packets, {nbytes / 1e6:.1f} MB captured, {pairs} pairs "
-              f"({verdict})")
-        print(f"  pcapy-ng next_batch loop : {packets / best_bare:12,.0f} packets/s "
-              f"{nbytes * 8 / best_bare / 1e9:7.2f} Gbit/s")
-        print(f"  appliance replay -> JSONL: {packets / best:12,.0f} packets/s "
-              f"{pairs / best:10,.0f} pairs/s {nbytes * 8 / best / 1e9:7.3f} Gbit/s "
-              f"(best of {args.runs}, {best:.2f}s incl. start-up)")
-        print(f"  {summary}")
+    print("Per core (one process). 'CPU' rates divide by the process's CPU time (user+sys),\n"
+          "which a busy machine distorts less than wall time; 'wall' includes start-up.")
+    for title, files in (("shared mix (../shared/bench/gen_mix.py)", shared_mix(args.packets)),
+                         ("project mix (bench/replay_bench.py)", project_mix(args.connections))):
+        print(f"\n== {title}")
+        for path, want in files:
+            packets, nbytes, _ = bare_read(path, True)
+            best_next = min(bare_read(path, False)[2] for _ in range(args.runs))
+            best_batch = min(bare_read(path, True)[2] for _ in range(args.runs))
+            runs = [replay(path) for _ in range(args.runs)]
+            pairs, wall, _, summary = min(runs, key=lambda r: r[1])
+            cpu = min(r[2] for r in runs)
+            verdict = "every pair" if pairs == want else f"MISSING {want - pairs} of {want} pairs"
+            print(f"{path.name}: {packets} packets, {nbytes / 1e6:.1f} MB, {pairs} pairs "
+                  f"({verdict}), {nbytes / max(pairs, 1) / 1e3:.1f} KB per pair")
+            print(f"  pcapy-ng next()        : {packets / best_next:12,.0f} packets/s "
+                  f"{nbytes * 8 / best_next / 1e9:7.2f} Gbit/s")
+            print(f"  pcapy-ng next_batch()  : {packets / best_batch:12,.0f} packets/s "
+                  f"{nbytes * 8 / best_batch / 1e9:7.2f} Gbit/s")
+            for label, secs in (("wall", wall), ("CPU", cpu)):
+                print(f"  replay -> JSONL ({label:4}): {packets / secs:12,.0f} packets/s "
+                      f"{pairs / secs:10,.0f} pairs/s {nbytes * 8 / secs / 1e9:7.3f} Gbit/s "
+                      f"({secs:.2f}s, best of {args.runs})")
+            print(f"  {summary}")
     return 0
 
 

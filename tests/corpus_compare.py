@@ -26,7 +26,7 @@ def capture_for(expected: Path) -> Path:
 
 def replay(capture: Path):
     """(records, pipeline, exit status) of replaying one capture."""
-    from appliance.commands import replay_files
+    from appliance.replay import replay_files
     from appliance.core.pipeline import Pipeline
     from appliance.format.record import Formatter
     from appliance.sinks.memory import ListSink

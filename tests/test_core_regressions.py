@@ -10,7 +10,7 @@ import pytest
 
 from appliance import synth
 from appliance.core.pipeline import Pipeline, PipelineConfig
-from helpers import by_path, run_frames, run_pairs, simple_exchange
+from helpers import run_frames, simple_exchange
 
 req = synth.http_request
 resp = synth.http_response

@@ -185,7 +185,7 @@ def test_loss_of_one_packet_and_reordering_together_never_give_a_wrong_pair():
         frames, truth = connection(seed)
         by_path = {t[1]: t for t in truth}
         rng = random.Random(seed)
-        for trial in range(8):
+        for _ in range(8):
             lost = rng.randrange(len(frames))
             damaged = reorder(frames[:lost] + frames[lost + 1:], rng.choice((2, 4, 8)), rng)
             for rec in run_frames(damaged)[0]:

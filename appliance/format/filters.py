@@ -17,6 +17,13 @@
 from __future__ import annotations
 
 import ipaddress
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from appliance.core.pair import Message
+
+Rule = tuple[str, bool, "re.Pattern[str]"]  # header name, reject when absent, value pattern
 
 METADATA_HOSTS = frozenset(("169.254.169.254", "fd00:ec2::254", "metadata.google.internal",
                             "metadata"))
@@ -44,8 +51,9 @@ def _is_ip(text: str) -> bool:
 class PairFilter:
     """Callable on (request, response, client_ip, server_ip) -> drop reason or None."""
 
-    def __init__(self, discovery_rules=(), ignore_ip_host=False, ignore_metadata=False,
-                 disable_egress=False, internal_cidrs=()):
+    def __init__(self, discovery_rules: Iterable[Rule] = (), ignore_ip_host: bool = False,
+                 ignore_metadata: bool = False, disable_egress: bool = False,
+                 internal_cidrs: Iterable[str] = ()) -> None:
         self.rules = list(discovery_rules)
         self.ignore_ip_host = ignore_ip_host
         self.ignore_metadata = ignore_metadata
@@ -54,7 +62,7 @@ class PairFilter:
         self._internal_cache: dict[bytes, bool] = {}
 
     @classmethod
-    def from_settings(cls, s) -> "PairFilter | None":
+    def from_settings(cls, s: Any) -> PairFilter | None:
         from appliance.config import parse_discovery_config
 
         f = cls(parse_discovery_config(s.discovery_config), s.ignore_ip_traffic,
@@ -76,7 +84,8 @@ class PairFilter:
             self._internal_cache[raw_ip] = hit
         return hit
 
-    def __call__(self, req, resp, client_ip: bytes, server_ip: bytes) -> str | None:
+    def __call__(self, req: Message, resp: Message | None, client_ip: bytes,
+                 server_ip: bytes) -> str | None:
         if self.rules:
             for name, reject_absent, pattern in self.rules:
                 value = req.header(name)

@@ -61,7 +61,8 @@ def worker_stats(p: Pipeline, f: Formatter) -> dict:
 
 
 def make_sink(s, worker_id: int, jsonl: str | None):
-    from appliance.sinks.kafka import JsonlWriter, KafkaSink
+    from appliance.sinks.jsonl import JsonlWriter
+    from appliance.sinks.kafka import KafkaSink
 
     if jsonl:
         return JsonlWriter(jsonl if worker_id == 0 or jsonl == "-" else f"{jsonl}.{worker_id}")
@@ -188,7 +189,7 @@ def worker_main(settings, worker_id, stop, shed, report, source, jsonl) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     from appliance.logs import setup_logging
 
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     try:
         w = Worker(settings, worker_id, stop, shed, report, jsonl)
         if source[0] == "udp":

@@ -233,27 +233,3 @@ class KafkaSink:
         self.producer.purge(in_queue=True, in_flight=True)
         self.producer.flush(1.0)
 
-
-class JsonlWriter:
-    """The same interface as KafkaSink for `--jsonl`: used by replay and by `run`
-    when no broker is configured."""
-
-    def __init__(self, path: str):
-        from appliance.sinks.jsonl import JsonlSink
-
-        self.inner = JsonlSink(path)
-        self.state = "disabled"
-
-    def write(self, records):
-        self.inner.write(records)
-        self.inner.f.flush()
-
-    def poll(self):
-        pass
-
-    def stats(self) -> dict:
-        return {"state": "disabled", "brokers": "", "topic": "", "queued": 0, "spooled": 0,
-                "spool_bytes": 0, "delivered": self.inner.written, "failed": 0, "dropped": 0}
-
-    def close(self, timeout: float = 0):
-        self.inner.close()

@@ -272,9 +272,9 @@ def test_transient_errors_are_retried(aws, capsys):
 
 
 def test_imds_refusing_the_token_is_not_retried(aws, capsys, monkeypatch):
-    import appliance.boot as boot_mod
+    from appliance.cloudmeta import aws as aws_metadata
 
-    monkeypatch.setattr(boot_mod, "AWS_TOKEN_TTL", "0")  # the server answers 400
+    monkeypatch.setattr(aws_metadata, "AWS_TOKEN_TTL", "0")  # the server answers 400
     code, _, _, _, err = boot(capsys, "--cloud", "aws", "--aws-endpoint", aws.url, "--print-env")
     assert code == 1 and "HTTP 400" in err
     assert len(aws.requests) == 1
@@ -361,27 +361,30 @@ def test_hands_over_to_run_with_the_environment_and_the_flags_after_dashdash(aws
     aws.user_data = b"AKTO_KAFKA_BROKER_MAL=k:9092\n"
     aws.tags = {"appliance-akto-log-level": "INFO"}
     calls = []
-    real_main = cli.main
 
-    def fake_main(argv=None):
-        if argv and argv[0] == "run":
-            calls.append((list(argv), {k: os.environ.get(k) for k in
-                                       ("AKTO_KAFKA_BROKER_MAL", "AKTO_LOG_LEVEL", "APPLIANCE_MODE")}))
-            return 0
-        return real_main(argv)
+    def fake_run(args):
+        calls.append((args.workers, args.jsonl, {k: os.environ.get(k) for k in
+                                                 ("AKTO_KAFKA_BROKER_MAL", "AKTO_LOG_LEVEL", "APPLIANCE_MODE")}))
+        return 0
 
-    monkeypatch.setattr(cli, "main", fake_main)
-    assert fake_main(["boot", "--cloud", "aws", "--aws-endpoint", aws.url, "--", "--workers", "1"]) == 0
-    assert calls == [(["run", "--workers", "1"], {"AKTO_KAFKA_BROKER_MAL": "k:9092",
-                                                  "AKTO_LOG_LEVEL": "INFO", "APPLIANCE_MODE": "aws"})]
+    from appliance.cli import run
+
+    monkeypatch.setattr(run, "cmd_run", fake_run)
+    assert cli.main(["boot", "--cloud", "aws", "--aws-endpoint", aws.url, "--", "--workers", "1"]) == 0
+    assert calls == [("1", None, {"AKTO_KAFKA_BROKER_MAL": "k:9092",
+                                  "AKTO_LOG_LEVEL": "INFO", "APPLIANCE_MODE": "aws"})]
     err = capsys.readouterr().err
     assert err.startswith(f"appliance boot: aws metadata at {aws.url}: ")
     assert "1 from aws user data" in err and "1 from aws tags" in err
 
 
 def test_module_import_is_light():
-    code = ("import sys, appliance.boot; heavy = [m for m in ('pydantic', 'urllib.request', "
-            "'appliance.config', 'confluent_kafka', 'email') if m in sys.modules]; print(heavy)")
+    """The whole CLI (every command's parser, boot's included) loads nothing heavy: the
+    metadata clients, pydantic and Kafka load when a command runs."""
+    code = ("import sys, appliance.cli; appliance.cli.build_parser(); "
+            "heavy = [m for m in ('pydantic', 'urllib.request', 'appliance.config', "
+            "'appliance.cloudmeta.resolve', 'confluent_kafka', 'email', 'rich', 'pcapy') "
+            "if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                          check=True).stdout
     assert out.strip() == "[]"
@@ -466,3 +469,19 @@ def test_what_infra_cdktf_deploys_boots(capsys, mode):
         code, env, _, _, err = boot(capsys, "--cloud", mode, f"--{mode}-endpoint", server.url, "--print-env")
     assert code == 0, err
     assert env == appliance_environment(settings, mode)
+
+
+def test_akto_s_own_environment_block_boots(aws, capsys):
+    """An environment copied from Akto's deployment docs: AKTO_INFRA_MIRRORING_MODE selects the
+    mode over the cloud's default, AKTO_MONGO_CONN is accepted, not applied, and noted."""
+    aws.user_data = (b"AKTO_TRAFFIC_BATCH_TIME_SECS=10\nAKTO_TRAFFIC_BATCH_SIZE=100\n"
+                     b"AKTO_INFRA_MIRRORING_MODE=gcp\nAKTO_KAFKA_BROKER_MAL=10.0.0.9:9092\n"
+                     b"AKTO_MONGO_CONN=mongodb://0.0.0.0:27017\n")
+    code, env, src, out, err = boot(capsys, "--cloud", "aws", "--aws-endpoint", aws.url, "--print-env")
+    assert code == 0, err
+    assert env["AKTO_INFRA_MIRRORING_MODE"] == "gcp" and "APPLIANCE_MODE" not in env
+    assert "AKTO_MONGO_CONN" not in env
+    assert "# note: AKTO_MONGO_CONN (from aws user data) is accepted and not used" in out
+    from appliance.config import load_settings
+
+    assert load_settings(env=env).mode == "gcp"

@@ -213,7 +213,7 @@ def test_the_wheel_installs_into_a_clean_venv_and_runs(tmp_path):
     import zipfile
 
     names = zipfile.ZipFile(wheel).namelist()
-    assert "appliance/boot.py" in names and "appliance/cli.py" in names
+    assert "appliance/cli/boot.py" in names and "appliance/cli/app.py" in names
     assert not [n for n in names if n.startswith(("tests/", "infra/", "deploy/"))]
 
     venv = tmp_path / "venv"

@@ -14,7 +14,9 @@ import pytest
 import yaml
 from deploy_helpers import DEPLOY
 
-from appliance import boot, cli
+from appliance import cli
+from appliance.cli import boot
+from appliance.cloudmeta.envblock import parse_env_block
 
 UNIT = DEPLOY / "systemd" / "appliance.service"
 GCP_DROPIN = DEPLOY / "systemd" / "appliance.service.d" / "gcp-capture.conf"
@@ -172,7 +174,7 @@ def test_cloud_init_installs_the_same_unit_and_a_valid_environment(cloud):
     env_file = files["/etc/appliance/appliance.env"]
     assert env_file["permissions"] == "0600"
     # the same parser and validation as `appliance boot`
-    env = boot.parse_env_block(env_file["content"].encode(), "appliance.env")
+    env = parse_env_block(env_file["content"].encode(), "appliance.env")
     assert env["APPLIANCE_MODE"] == cloud
     from appliance.config import load_settings
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from deploy_helpers import DEPLOY, ROOT
 
-from appliance import boot
+from appliance.cloudmeta.names import check_name
 
 MANIFEST = DEPLOY / "k8s" / "daemonset.yaml"
 SEED = ROOT.parent / "shared" / "seeds" / "ebpf-traffic-collector.txt"
@@ -127,7 +127,7 @@ def test_environment_is_akto_s_and_valid_for_the_runtime(container, env):
         assert on_page == SEED_VARIABLES
     assert SEED_VARIABLES <= set(env)
     for name in env:
-        boot.check_name(name, "daemonset.yaml")  # every one is a variable the runtime reads
+        check_name(name, "daemonset.yaml")  # every one is a variable the runtime reads
     from appliance.config import load_settings
 
     settings = load_settings(env=env)  # the same validation as `appliance run` and `boot`

@@ -86,7 +86,7 @@ def test_the_runtime_reads_the_environment_file_as_intended(settings, tmp_path, 
 def test_boot_environment_is_what_appliance_boot_reads(settings, mode):
     """The stacks' user data / appliance-config attribute, through `appliance boot`'s own parser
     and the runtime's validation."""
-    from appliance.boot import parse_user_data
+    from appliance.cloudmeta.envblock import parse_user_data
     from appliance.config import load_settings
 
     text = render_boot_environment(settings, mode)

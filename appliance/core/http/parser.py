@@ -161,7 +161,7 @@ class HttpParser:
         self.role = 0  # REQUEST or RESPONSE, set by the session once known
         self.state = IDLE
         self.pos = 0  # stream offset after the last byte fed (or skipped)
-        self.buf = b""  # bytes not consumed yet, starting at stream offset buf_off
+        self.buf: bytes | bytearray = b""  # bytes not consumed yet, from stream offset buf_off
         self.buf_off = 0
         # (offset, time, acknowledgement) of every fed chunk whose bytes are in buf, so that
         # a message starting anywhere in buf gets the time and ACK of its own segment
@@ -201,17 +201,28 @@ class HttpParser:
         buf = self.buf
         if buf:
             self.marks.append((off, ts, ack))
+            if state == IDLE and self.searched and len(buf) + n <= self.cfg.max_head \
+                    and _HEAD_END.search(buf[-3:] + data) is None:
+                # still inside a head whose start line is known: append without joining
+                # and re-searching (a big head in small segments stays linear)
+                if type(buf) is bytes:
+                    buf = bytearray(buf)
+                buf += data
+                self.buf = buf
+                self.acct.n += n
+                self.searched = len(buf)
+                return
         elif self.marks:
             self.marks.clear()
         if state == WAIT or state == PAUSED:
-            self._keep(buf + data if buf else data, self.buf_off if buf else off)
+            self._keep(bytes(buf) + data if buf else data, self.buf_off if buf else off)
             if len(self.buf) > MAX_DEFER:
                 self.resume(True)
             return
         if buf:
             self.acct.n -= len(buf)
             self.buf = b""
-            self._parse(buf + data, self.buf_off)
+            self._parse(bytes(buf) + data, self.buf_off)
         else:
             self._parse(data, off)
 
@@ -275,7 +286,7 @@ class HttpParser:
             self.acct.n -= len(buf)
             self.buf = b""
             self.closing = True
-            self._parse(buf + b"\n\n", self.buf_off)
+            self._parse(bytes(buf) + b"\n\n", self.buf_off)
         msg = self.msg
         if msg is not None:
             if self.state != BODY_EOF:
@@ -305,7 +316,7 @@ class HttpParser:
         self.buf = b""
         self.forcing = force
         self.cur_off = off + len(buf) + 1  # every message in buf takes its time from marks
-        self._parse(buf, off)
+        self._parse(bytes(buf), off)
         self.forcing = False
 
     def tunnel(self) -> None:
@@ -477,8 +488,8 @@ class HttpParser:
                 and (self.accepted or parts[0].decode("ascii") in self.cfg.methods):
             if _VERSION.fullmatch(parts[-1]) is not None:
                 kind = LINE_REQUEST  # "GET HTTP/1.1" has no target: still a request line
-            elif np == 2:
-                kind = LINE_SIMPLE
+            elif np == 2 and parts[0].decode("ascii") in self.cfg.methods:
+                kind = LINE_SIMPLE  # no version: only ever with a known method
         if kind == LINE_BAD:
             self._violation("bad_request_line", base + p)
             return p
