@@ -55,6 +55,7 @@ class CollectorConfig:
     max_call_bytes: int = 256 << 10     # per-call capture cap (<= 256 KiB)
     capture_plain: bool = True          # CAPTURE_ALL: False traces only TLS library calls
     tls: bool = True                    # attach uprobes on TLS libraries
+    only_listed: bool = False           # trace only allow-listed pids/cgroups, even if none yet
     pids: list[int] = field(default_factory=list)     # allow-list (with their children)
     cgroups: list[int] = field(default_factory=list)  # allow-list by cgroup v2 id
     max_conns: int = 65536              # kernel connection table (LRU)
@@ -137,7 +138,7 @@ class Collector:
         obj = self.obj = libbpf.BpfObject(str(cfg.bpf_object))
         rodata = obj.map(".rodata.cfg")
         blob = CFG.pack(os.getpid(), cfg.rings, cfg.max_call_bytes,
-                        1 if (cfg.pids or cfg.cgroups) else 0, 1 if cfg.capture_plain else 0,
+                        1 if (cfg.only_listed or cfg.pids or cfg.cgroups) else 0, 1 if cfg.capture_plain else 0,
                         1 if cfg.tls else 0, 0)
         if rodata.value_size != len(blob):
             raise libbpf.LibbpfError(

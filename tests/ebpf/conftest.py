@@ -1,0 +1,33 @@
+"""eBPF probe tests: real programs attached to this kernel, real peer processes."""
+
+import pytest
+
+from ebpf_helpers import Capture, Netns, bpf_unavailable
+
+_why = bpf_unavailable()
+
+
+def pytest_collection_modifyitems(config, items):
+    if _why is None:
+        return
+    for item in items:
+        if "tests/ebpf/" in str(item.fspath) and "needs_bpf" in item.keywords:
+            item.add_marker(pytest.mark.skip(reason=_why))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "needs_bpf: loads BPF programs into the kernel")
+
+
+@pytest.fixture(scope="module")
+def capture():
+    cap = Capture()
+    yield cap
+    cap.close()
+
+
+@pytest.fixture
+def netns():
+    ns = Netns()
+    yield ns
+    ns.delete()
