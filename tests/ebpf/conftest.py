@@ -31,3 +31,15 @@ def netns():
     ns = Netns()
     yield ns
     ns.delete()
+
+
+@pytest.fixture(scope="session")
+def cert(tmp_path_factory):
+    """A self-signed certificate and key (openssl CLI)."""
+    import subprocess
+    d = tmp_path_factory.mktemp("tls")
+    crt, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(crt)],
+                   check=True, capture_output=True)
+    return str(crt), str(key)

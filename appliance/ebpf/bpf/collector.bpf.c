@@ -342,24 +342,25 @@ static __always_inline struct conn_state *conn_get(struct conn_key *k, __u64 sk,
 	return c;
 }
 
-/* The socket turns out to carry TLS: from now on only the library's plaintext is sent.
- * If raw bytes were already sent as plain data (a socket first seen mid-way, not
- * recognised by its first bytes), that stream ends and a new generation starts. */
-static __always_inline void mark_tls(struct conn_key *k, struct conn_state *c)
+/* The socket turns out to carry TLS (`flag`: F_TLS from a library call, F_CIPHER from a
+ * record header): from now on only the library's plaintext is sent. If raw bytes were
+ * already sent as plain data (a socket first seen mid-way, or the other direction began
+ * before the first record header showed), that stream ends and a new generation starts. */
+static __always_inline void mark_encrypted(struct conn_key *k, struct conn_state *c, __u8 flag)
 {
-	if (c->flags & F_TLS)
+	if (c->flags & flag)
 		return;
-	if (!(c->flags & F_CIPHER) && (c->off[0] || c->off[1])) {
+	if (c->flags & F_RAW) {
 		emit_close(k, c);
 		c->conn_id = bpf_ktime_get_ns();
 		c->off[0] = 0;
 		c->off[1] = 0;
-		c->flags = F_TLS;
+		c->flags = (c->flags & (F_TLS | F_CIPHER)) | flag;
 		c->open_sent = 0;
 		emit_open(k, c);
 		return;
 	}
-	c->flags |= F_TLS;
+	c->flags |= flag;
 }
 
 static __always_inline void emit_trunc(struct conn_key *k, struct conn_state *c, __u8 dir,
@@ -576,12 +577,18 @@ static __always_inline bool looks_tls(__u8 kind, __u64 buf)
 
 /* ------------------------------------------------------------------ syscalls */
 
-static __always_inline int enter_io(struct syscall_enter_ctx *ctx, __u8 kind, __u8 dir)
+#define MSG_PEEK 2
+
+static __always_inline int enter_io(struct syscall_enter_ctx *ctx, __u8 kind, __u8 dir,
+				    __u64 flags)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32;
 	__s32 fd = (__s32)ctx->args[0];
 
+	/* a peek is read again by a later call (nginx peeks at the first byte of https) */
+	if (flags & MSG_PEEK)
+		return 0;
 	if (!traced(tgid))
 		return 0;
 	struct ssl_call *sc = bpf_map_lookup_elem(&ssl_calls, &id);
@@ -638,7 +645,7 @@ static __always_inline int exit_io(struct syscall_exit_ctx *ctx)
 	if (!c)
 		return 0;
 	if (a.in_ssl) {
-		mark_tls(&k, c);
+		mark_encrypted(&k, c, F_TLS);
 		stat_add(ST_CIPHER_BYTES, ret);
 		return 0;
 	}
@@ -647,10 +654,11 @@ static __always_inline int exit_io(struct syscall_exit_ctx *ctx)
 		return 0;
 	}
 	if (c->off[a.dir & 1] == 0 && a.kind != K_NOBUF && looks_tls(a.kind, a.buf)) {
-		c->flags |= F_CIPHER;
+		mark_encrypted(&k, c, F_CIPHER);
 		stat_add(ST_CIPHER_BYTES, ret);
 		return 0;
 	}
+	c->flags |= F_RAW;
 	if (a.kind == K_NOBUF) {
 		/* sendfile: the bytes never pass through user memory */
 		__u64 off = c->off[a.dir & 1];
@@ -663,47 +671,47 @@ static __always_inline int exit_io(struct syscall_exit_ctx *ctx)
 }
 
 SEC("tracepoint/syscalls/sys_enter_read")
-int enter_read(struct syscall_enter_ctx *ctx) { return enter_io(ctx, K_BUF, DIR_INGRESS); }
+int enter_read(struct syscall_enter_ctx *ctx) { return enter_io(ctx, K_BUF, DIR_INGRESS, 0); }
 SEC("tracepoint/syscalls/sys_exit_read")
 int exit_read(struct syscall_exit_ctx *ctx) { return exit_io(ctx); }
 
 SEC("tracepoint/syscalls/sys_enter_write")
-int enter_write(struct syscall_enter_ctx *ctx) { return enter_io(ctx, K_BUF, DIR_EGRESS); }
+int enter_write(struct syscall_enter_ctx *ctx) { return enter_io(ctx, K_BUF, DIR_EGRESS, 0); }
 SEC("tracepoint/syscalls/sys_exit_write")
 int exit_write(struct syscall_exit_ctx *ctx) { return exit_io(ctx); }
 
 SEC("tracepoint/syscalls/sys_enter_recvfrom")
-int enter_recvfrom(struct syscall_enter_ctx *ctx) { return enter_io(ctx, K_BUF, DIR_INGRESS); }
+int enter_recvfrom(struct syscall_enter_ctx *ctx) { return enter_io(ctx, K_BUF, DIR_INGRESS, ctx->args[3]); }
 SEC("tracepoint/syscalls/sys_exit_recvfrom")
 int exit_recvfrom(struct syscall_exit_ctx *ctx) { return exit_io(ctx); }
 
 SEC("tracepoint/syscalls/sys_enter_sendto")
-int enter_sendto(struct syscall_enter_ctx *ctx) { return enter_io(ctx, K_BUF, DIR_EGRESS); }
+int enter_sendto(struct syscall_enter_ctx *ctx) { return enter_io(ctx, K_BUF, DIR_EGRESS, 0); }
 SEC("tracepoint/syscalls/sys_exit_sendto")
 int exit_sendto(struct syscall_exit_ctx *ctx) { return exit_io(ctx); }
 
 SEC("tracepoint/syscalls/sys_enter_readv")
-int enter_readv(struct syscall_enter_ctx *ctx) { return enter_io(ctx, K_IOV, DIR_INGRESS); }
+int enter_readv(struct syscall_enter_ctx *ctx) { return enter_io(ctx, K_IOV, DIR_INGRESS, 0); }
 SEC("tracepoint/syscalls/sys_exit_readv")
 int exit_readv(struct syscall_exit_ctx *ctx) { return exit_io(ctx); }
 
 SEC("tracepoint/syscalls/sys_enter_writev")
-int enter_writev(struct syscall_enter_ctx *ctx) { return enter_io(ctx, K_IOV, DIR_EGRESS); }
+int enter_writev(struct syscall_enter_ctx *ctx) { return enter_io(ctx, K_IOV, DIR_EGRESS, 0); }
 SEC("tracepoint/syscalls/sys_exit_writev")
 int exit_writev(struct syscall_exit_ctx *ctx) { return exit_io(ctx); }
 
 SEC("tracepoint/syscalls/sys_enter_recvmsg")
-int enter_recvmsg(struct syscall_enter_ctx *ctx) { return enter_io(ctx, K_MSG, DIR_INGRESS); }
+int enter_recvmsg(struct syscall_enter_ctx *ctx) { return enter_io(ctx, K_MSG, DIR_INGRESS, ctx->args[2]); }
 SEC("tracepoint/syscalls/sys_exit_recvmsg")
 int exit_recvmsg(struct syscall_exit_ctx *ctx) { return exit_io(ctx); }
 
 SEC("tracepoint/syscalls/sys_enter_sendmsg")
-int enter_sendmsg(struct syscall_enter_ctx *ctx) { return enter_io(ctx, K_MSG, DIR_EGRESS); }
+int enter_sendmsg(struct syscall_enter_ctx *ctx) { return enter_io(ctx, K_MSG, DIR_EGRESS, 0); }
 SEC("tracepoint/syscalls/sys_exit_sendmsg")
 int exit_sendmsg(struct syscall_exit_ctx *ctx) { return exit_io(ctx); }
 
 SEC("tracepoint/syscalls/sys_enter_sendfile64")
-int enter_sendfile(struct syscall_enter_ctx *ctx) { return enter_io(ctx, K_NOBUF, DIR_EGRESS); }
+int enter_sendfile(struct syscall_enter_ctx *ctx) { return enter_io(ctx, K_NOBUF, DIR_EGRESS, 0); }
 SEC("tracepoint/syscalls/sys_exit_sendfile64")
 int exit_sendfile(struct syscall_exit_ctx *ctx) { return exit_io(ctx); }
 
@@ -925,7 +933,7 @@ static __always_inline int ssl_exit(void *ctx, int ret)
 	struct conn_state *c = conn_get(&k, (__u64)sk, ROLE_UNKNOWN, false);
 	if (!c)
 		return 0;
-	mark_tls(&k, c);
+	mark_encrypted(&k, c, F_TLS);
 	emit_payload(ctx, EMIT_UPROBE, &k, c, s.dir, K_BUF, s.buf, 0, len, F_TLS);
 	return 0;
 }

@@ -38,6 +38,7 @@ enum ev_flags {
 	F_FROM_START = 2, /* accept/connect was seen: offsets start at the stream's first byte */
 	F_CIPHER = 4,     /* internal: the socket carries TLS records; raw data is suppressed */
 	F_SOCK_IO = 8,    /* DATA: captured at a socket syscall (not a TLS library call) */
+	F_RAW = 16,       /* internal: plain (unencrypted) bytes were sent for this generation */
 };
 
 enum stat_idx {
