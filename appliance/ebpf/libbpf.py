@@ -125,15 +125,17 @@ class _Lib:
         self.libc.vsnprintf(buf, len(buf), fmt, va)
         text = buf.value.decode(errors="replace").rstrip()
         if text:
-            self.messages.append(text)
-            log.log(logging.WARNING if level == 0 else logging.DEBUG, "libbpf: %s", text)
+            if level == 0:  # LIBBPF_WARN: kept to explain the failing call
+                self.messages.append(text.removeprefix("libbpf: "))
+            log.debug("libbpf: %s", text)
         return 0
 
     def last_message(self) -> str:
-        for m in reversed(self.messages):
-            if "libbpf:" in m or "failed" in m or "error" in m.lower():
-                return m.strip()
-        return self.messages[-1].strip() if self.messages else ""
+        """libbpf's last warning since the previous call to this (the verifier's log is
+        long: only its first line is kept)."""
+        msg = self.messages[-1].splitlines()[0] if self.messages else ""
+        self.messages.clear()
+        return msg
 
 
 _lib: _Lib | None = None

@@ -81,6 +81,15 @@ class Peer:
             raise RuntimeError(f"peer failed ({self.proc.returncode}): {err}")
         return out
 
+    def terminate(self, timeout: float = 10) -> None:
+        """SIGTERM and wait (nginx's master then stops its workers)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()

@@ -5,7 +5,6 @@ may come out for those sockets."""
 
 import os
 import shutil
-import subprocess
 import time
 
 import pytest
@@ -114,8 +113,7 @@ def test_nginx_and_curl_plaintext(capture, netns, tmp_path, cert):
         capture.until(lambda: any(r.closed for r in capture.of(curl.pid))
                       and any(r.closed for p in workers for r in capture.of(p)))
     finally:
-        ngx.kill()
-        subprocess.run(["pkill", "-F", str(tmp_path / "nginx.pid")], check=False)
+        ngx.terminate()
     [client] = capture.of(curl.pid)
     views = [r for p in workers | {ngx.pid} for r in capture.of(p)]
     [server] = views
