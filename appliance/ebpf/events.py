@@ -19,7 +19,6 @@ from __future__ import annotations
 import enum
 import ipaddress
 import struct
-from dataclasses import dataclass
 from typing import NamedTuple
 
 HDR = struct.Struct("<BBBBIiIQQQQQ")
@@ -62,8 +61,7 @@ def addr_text(packed: bytes) -> str:
     return str(ipaddress.ip_address(packed))
 
 
-@dataclass(frozen=True, slots=True)
-class ConnOpen:
+class ConnOpen(NamedTuple):
     key: ConnKey
     ts: int                 # kernel ns (CLOCK_MONOTONIC)
     role: Role
@@ -102,8 +100,7 @@ class ConnOpen:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class Data:
+class Data(NamedTuple):
     key: ConnKey
     ts: int
     direction: Direction
@@ -112,8 +109,7 @@ class Data:
     tls: bool               # plaintext of a TLS library call
 
 
-@dataclass(frozen=True, slots=True)
-class Truncated:
+class Truncated(NamedTuple):
     key: ConnKey
     ts: int
     direction: Direction
@@ -122,28 +118,30 @@ class Truncated:
     tls: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Close:
+class Close(NamedTuple):
     key: ConnKey
     ts: int
     sent: int               # final EGRESS offset
     received: int           # final INGRESS offset
 
 
-@dataclass(frozen=True, slots=True)
-class ProcExit:
+class ProcExit(NamedTuple):
     tgid: int
     ts: int
 
 
-@dataclass(frozen=True, slots=True)
-class Exec:
+class Exec(NamedTuple):
     tgid: int
     ts: int
     comm: str
 
 
 Event = ConnOpen | Data | Truncated | Close | ProcExit | Exec
+
+
+_DIRS = (Direction.EGRESS, Direction.INGRESS)
+_ROLES = (Role.UNKNOWN, Role.CLIENT, Role.SERVER)
+_unpack_hdr = HDR.unpack_from
 
 
 class DecodeError(ValueError):
@@ -155,15 +153,15 @@ def decode(raw: bytes) -> Event:
     if len(raw) < HDR_SIZE:
         raise DecodeError(f"record of {len(raw)} bytes is shorter than a header")
     (typ, direction, role, flags, tgid, fd, length, conn_id, ts, offset, extra,
-     cgroup) = HDR.unpack_from(raw)
+     cgroup) = _unpack_hdr(raw)
     key = ConnKey(tgid, fd, conn_id)
     if typ == EV_DATA:
         if len(raw) < HDR_SIZE + length:
             raise DecodeError(f"data record holds {len(raw) - HDR_SIZE} of {length} bytes")
-        return Data(key, ts, Direction(direction), offset, raw[HDR_SIZE:HDR_SIZE + length],
-                    bool(flags & F_TLS))
+        return Data(key, ts, _DIRS[direction & 1], offset, raw[HDR_SIZE:HDR_SIZE + length],
+                    flags & F_TLS != 0)
     if typ == EV_TRUNC:
-        return Truncated(key, ts, Direction(direction), offset, extra, bool(flags & F_TLS))
+        return Truncated(key, ts, _DIRS[direction & 1], offset, extra, flags & F_TLS != 0)
     if typ == EV_CLOSE:
         return Close(key, ts, offset, extra)
     if typ == EV_PROC_EXIT:
@@ -175,6 +173,6 @@ def decode(raw: bytes) -> Event:
         name = comm.split(b"\0", 1)[0].decode(errors="replace")
         if typ == EV_EXEC:
             return Exec(tgid, ts, name)
-        return ConnOpen(key, ts, Role(role), bool(flags & F_TLS), bool(flags & F_FROM_START),
+        return ConnOpen(key, ts, _ROLES[role] if role < 3 else Role.UNKNOWN, bool(flags & F_TLS), bool(flags & F_FROM_START),
                         _addr(family, laddr), lport, _addr(family, raddr), rport, name, cgroup)
     raise DecodeError(f"unknown record type {typ}")
