@@ -131,7 +131,10 @@ def client(args: argparse.Namespace) -> None:
         ctx.verify_mode = ssl.CERT_NONE
         sock = ctx.wrap_socket(sock)
     peer = Logged(sock, args.log_dir, "client")
-    for blob, expect in script:
+    for i, (blob, expect) in enumerate(script):
+        if i == args.pause_before:
+            print("paused", flush=True)
+            sys.stdin.readline()
         data = blob.encode("latin-1")
         for i in range(0, len(data), args.write_size):
             peer.send(data[i:i + args.write_size])
@@ -159,6 +162,8 @@ def main() -> None:
     c.add_argument("--script", required=True)
     c.add_argument("--tls", action="store_true")
     c.add_argument("--write-size", type=int, default=1 << 30)
+    c.add_argument("--pause-before", type=int, default=-1,
+                   help="before this send, print 'paused' and wait for a line")
     c.add_argument("log_dir")
     args = ap.parse_args()
     serve(args) if args.cmd == "server" else client(args)
