@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     cfg = CollectorConfig(tls=not args.no_tls, pids=args.pid, rescan_interval=0)
     if args.no_preflight:
-        preflight.missing_caps = lambda *a, **k: []  # type: ignore[assignment]
+        preflight.missing_caps = lambda *a, **k: []
     try:
         col = Collector(cfg).open()
     except (preflight.EnvironmentProblem, ValueError) as e:

@@ -23,6 +23,7 @@ import errno as _errno
 import logging
 import os
 from collections.abc import Callable
+from typing import Any
 from ctypes import (CFUNCTYPE, POINTER, Structure, c_bool, c_char_p, c_int, c_size_t,
                     c_uint, c_uint64, c_void_p)
 
@@ -71,7 +72,7 @@ class _Lib:
                 "(Debian/Ubuntu: apt-get install libbpf1; RHEL/Fedora: dnf install libbpf)") from None
         self.libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         c = self.c
-        sig: dict[str, tuple[list, object]] = {
+        sig: dict[str, tuple[list[Any], Any]] = {
             "bpf_object__open_file": ([c_char_p, c_void_p], c_void_p),
             "bpf_object__load": ([c_void_p], c_int),
             "bpf_object__close": ([c_void_p], None),
@@ -184,19 +185,19 @@ class BpfMap:
 
     @property
     def name(self) -> str:
-        return lib().c.bpf_map__name(self._ptr).decode()
+        return str(lib().c.bpf_map__name(self._ptr).decode())
 
     @property
     def fd(self) -> int:
-        return lib().c.bpf_map__fd(self._ptr)
+        return int(lib().c.bpf_map__fd(self._ptr))
 
     @property
     def value_size(self) -> int:
-        return lib().c.bpf_map__value_size(self._ptr)
+        return int(lib().c.bpf_map__value_size(self._ptr))
 
     @property
     def max_entries(self) -> int:
-        return lib().c.bpf_map__max_entries(self._ptr)
+        return int(lib().c.bpf_map__max_entries(self._ptr))
 
     def set_max_entries(self, n: int) -> None:
         _check_rc(lib().c.bpf_map__set_max_entries(self._ptr, n), f"resize map {self.name}")
@@ -218,15 +219,15 @@ class BpfProgram:
 
     @property
     def name(self) -> str:
-        return lib().c.bpf_program__name(self._ptr).decode()
+        return str(lib().c.bpf_program__name(self._ptr).decode())
 
     @property
     def section(self) -> str:
-        return lib().c.bpf_program__section_name(self._ptr).decode()
+        return str(lib().c.bpf_program__section_name(self._ptr).decode())
 
     @property
     def fd(self) -> int:
-        return lib().c.bpf_program__fd(self._ptr)
+        return int(lib().c.bpf_program__fd(self._ptr))
 
     def attach(self) -> Link:
         """Attach as the section name says (tracepoints)."""
@@ -259,7 +260,8 @@ class BpfObject:
         return BpfMap(ptr)
 
     def maps(self) -> list[BpfMap]:
-        out, cur = [], None
+        out: list[BpfMap] = []
+        cur = None
         while True:
             cur = lib().c.bpf_object__next_map(self._ptr, cur)
             if not cur:
@@ -273,7 +275,8 @@ class BpfObject:
         return BpfProgram(ptr)
 
     def programs(self) -> list[BpfProgram]:
-        out, cur = [], None
+        out: list[BpfProgram] = []
+        cur = None
         while True:
             cur = lib().c.bpf_object__next_program(self._ptr, cur)
             if not cur:
@@ -292,7 +295,7 @@ class BpfObject:
 def map_create_ringbuf(name: str, size: int) -> int:
     fd = lib().c.bpf_map_create(BPF_MAP_TYPE_RINGBUF, name.encode(), 0, 0, size, None)
     _check_rc(fd, f"create ring buffer {name} ({size} bytes)")
-    return fd
+    return int(fd)
 
 
 def map_update(fd: int, key: bytes, value: bytes, flags: int = 0) -> None:
@@ -306,7 +309,7 @@ def map_delete(fd: int, key: bytes) -> bool:
     rc = lib().c.bpf_map_delete_elem(fd, k)
     if rc < 0 and ctypes.get_errno() not in (0, _errno.ENOENT) and rc != -_errno.ENOENT:
         _check_rc(rc, "map delete")
-    return rc == 0
+    return bool(rc == 0)
 
 
 def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
@@ -321,7 +324,7 @@ def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
 def possible_cpus() -> int:
     n = lib().c.libbpf_num_possible_cpus()
     _check_rc(n, "count possible CPUs")
-    return n
+    return int(n)
 
 
 class RingBuffer:
@@ -348,16 +351,16 @@ class RingBuffer:
         n = lib().c.ring_buffer__poll(self._ptr, timeout_ms)
         if n < 0 and n != -_errno.EINTR:
             _check_rc(n, "poll ring buffer")
-        return max(n, 0)
+        return int(max(n, 0))
 
     def consume(self) -> int:
         n = lib().c.ring_buffer__consume(self._ptr)
         _check_rc(n, "consume ring buffer")
-        return n
+        return int(n)
 
     @property
     def epoll_fd(self) -> int:
-        return lib().c.ring_buffer__epoll_fd(self._ptr)
+        return int(lib().c.ring_buffer__epoll_fd(self._ptr))
 
     def free(self) -> None:
         if self._ptr:
