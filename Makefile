@@ -5,7 +5,14 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean bpf
+
+# eBPF collector objects: CO-RE, compiled ahead of time against the committed type header
+# (no kernel headers). Needs clang, llvm and libbpf-dev (scripts/system-deps.sh).
+BPF_DIR  := appliance/ebpf/bpf
+BPF_OBJ  := $(BPF_DIR)/collector.bpf.o
+BPF_ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
+BPF_CLANG ?= clang
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +30,7 @@ run: $(VENV)/.base
 test: $(VENV)/.full
 	bash scripts/system-deps.sh
 	$(MAKE) lint
+	$(MAKE) bpf
 	$(PY) -m pytest -q
 
 # ruff and mypy, configured in pyproject.toml ([tool.ruff], [tool.mypy])
@@ -30,8 +38,15 @@ lint: $(VENV)/.full
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 
+bpf: $(BPF_OBJ)
+
+$(BPF_OBJ): $(BPF_DIR)/collector.bpf.c $(BPF_DIR)/collector.h $(BPF_DIR)/vmlinux_min.h
+	$(BPF_CLANG) -g -O2 -Wall -Werror -target bpf -D__TARGET_ARCH_$(BPF_ARCH) -I$(BPF_DIR) -c $< -o $@.tmp
+	llvm-strip -g $@.tmp   # DWARF only: the .BTF/.BTF.ext sections CO-RE needs stay
+	mv $@.tmp $@
+
 bench: $(VENV)/.base
 	$(PY) bench/replay_bench.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info $(BPF_DIR)/*.bpf.o

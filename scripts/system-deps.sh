@@ -8,6 +8,15 @@ command -v tcpreplay >/dev/null 2>&1 || need+=(tcpreplay)
 command -v node >/dev/null 2>&1 || need+=(nodejs npm)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)  # deploy: unit verification
 command -v cloud-init >/dev/null 2>&1 || need+=(cloud-init)    # deploy: user-data schema check
+# eBPF collector: clang/llvm build the CO-RE objects (make bpf), libbpf1 loads them;
+# nginx, curl, tcpdump are real peers and a second capture in the probe tests
+command -v clang >/dev/null 2>&1 || need+=(clang)
+command -v llvm-strip >/dev/null 2>&1 || need+=(llvm)
+[ -e /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
+ldconfig -p 2>/dev/null | grep -q 'libbpf\.so\.1 ' || need+=(libbpf1)
+command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "system-deps: missing ${need[*]}; run as root or install them" >&2
