@@ -36,6 +36,7 @@ from pydantic_settings.sources.utils import parse_env_vars
 from appliance.modes import MODES
 
 SECRET_FIELDS = {"kafka_sasl_password"}
+_METHOD_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 # Variables Akto's collectors read that this appliance deliberately does not use, and why.
 # They are accepted (an environment copied from Akto's deployment works unchanged) and named
@@ -168,6 +169,10 @@ class Settings(BaseSettings):
     # -- pairs -------------------------------------------------------------------------
     account_id: str = env("1000000", "AKTO_ACCOUNT_ID")
     max_body: int = env(1 << 20, "APPLIANCE_MAX_BODY", ge=0)
+    # methods beyond the built-in list (appliance/core/http/parser.py) whose request lines
+    # make a connection HTTP; any method is parsed once a connection is HTTP
+    http_methods: str = env("", "APPLIANCE_HTTP_METHODS")
+    max_outstanding: int = env(128, "APPLIANCE_MAX_OUTSTANDING", ge=1, le=1_000_000)
     discovery_config: str = env("", "AKTO_MODULE_DISCOVERY_CONFIG")
     ignore_ip_traffic: bool = env(False, "AKTO_IGNORE_IP_TRAFFIC")
     ignore_cloud_metadata: bool = env(False, "AKTO_IGNORE_CLOUD_METADATA_CALLS")
@@ -237,6 +242,22 @@ class Settings(BaseSettings):
             if not p.isdigit() or not 0 < int(p) < 65536:
                 raise ValueError(f"'{p}' is not a port (comma-separated list of 1-65535)")
         return v
+
+    @field_validator("http_methods")
+    @classmethod
+    def _check_methods(cls, v: str) -> str:
+        for m in filter(None, (x.strip() for x in v.split(","))):
+            if not _METHOD_TOKEN.fullmatch(m):
+                raise ValueError(f"'{m}' is not a method name (comma-separated HTTP tokens)")
+        return v
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """Every method that makes a connection HTTP: the built-in ones and the extra ones."""
+        from appliance.core.http.parser import DEFAULT_METHODS
+
+        extra = [m.strip().upper() for m in self.http_methods.split(",") if m.strip()]
+        return DEFAULT_METHODS + tuple(m for m in extra if m not in DEFAULT_METHODS)
 
     @field_validator("discovery_config")
     @classmethod

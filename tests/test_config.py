@@ -80,3 +80,12 @@ def test_ignored_akto_variables_are_named():
     env = {"AKTO_MONGO_CONN": "mongodb://x", "AKTO_DISABLE_ON_DB": "", "AKTO_KAFKA_BROKER_MAL": "k:1"}
     assert ignored_variables(env) == ["AKTO_MONGO_CONN"]
     assert set(IGNORED_AKTO_VARIABLES).isdisjoint(n for names in ALIASES.values() for n in names)
+
+
+def test_extra_http_methods_extend_the_built_in_list():
+    s = load_settings(env={"APPLIANCE_HTTP_METHODS": "frobnicate, X-SYNC"})
+    assert s.methods[-2:] == ("FROBNICATE", "X-SYNC") and "GET" in s.methods
+    with pytest.raises(ConfigError, match=r"^invalid APPLIANCE_HTTP_METHODS = 'GET/1': 'GET/1' "
+                                          r"is not a method name"):
+        load_settings(env={"APPLIANCE_HTTP_METHODS": "GET/1"})
+    assert load_settings(env={"APPLIANCE_MAX_OUTSTANDING": "16"}).max_outstanding == 16

@@ -312,3 +312,19 @@ def test_each_command_prints_its_own_usage_on_a_bad_flag(command, positional):
 def test_flags_are_not_abbreviated(sample):
     proc = run("replay", str(sample), "--max-b", "10")
     assert proc.returncode == 2 and "unrecognized arguments: --max-b" in proc.stderr
+
+
+def test_extra_methods_make_a_connection_http(tmp_path):
+    # an unknown method on the first request line: not HTTP unless configured
+    c = synth.Conversation()
+    c.handshake().exchange(synth.http_request("FROBNICATE", "/x"), synth.http_response(200, b"ok"))
+    c.close()
+    path = tmp_path / "custom.pcap"
+    synth.write_pcap(path, c.frames)
+    out = tmp_path / "out.jsonl"
+    assert run("replay", str(path), "--jsonl", str(out), "-q").returncode == 0
+    assert lines(out) == []
+    assert run("replay", str(path), "--jsonl", str(out), "-q", "--methods", "frobnicate").returncode == 0
+    assert [(r["method"], r["statusCode"]) for r in lines(out)] == [("FROBNICATE", "200")]
+    bad = run("replay", str(path), "--methods", "GET/1")
+    assert bad.returncode == 2 and "argument --methods: 'GET/1' is not a method name" in bad.stderr

@@ -50,6 +50,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def method_list(text: str) -> tuple[str, ...]:
+    """A comma-separated list of HTTP method names (tokens), upper-cased."""
+    out = []
+    for m in filter(None, (x.strip() for x in text.split(","))):
+        if not all(c.isalnum() or c in "!#$%&'*+.^_`|~-" for c in m) or not m.isascii():
+            raise argparse.ArgumentTypeError(f"{m!r} is not a method name")
+        out.append(m.upper())
+    return tuple(out)
+
+
 def byte_size(text: str) -> int:
     try:
         value = int(text)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from appliance.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, CliError
-from appliance.cli.parser import byte_size, positive_float
+from appliance.cli.parser import byte_size, method_list, positive_float, positive_int
 
 
 def register(sub: Any) -> None:
@@ -44,6 +44,14 @@ def register(sub: Any) -> None:
                         "and the record's 'anomalies' says so")
     p.add_argument("--idle-timeout", type=positive_float, default=60.0, metavar="S",
                    help="flush connections idle for S seconds of capture time (default 60)")
+    p.add_argument("--methods", type=method_list, metavar="M,M",
+                   default=method_list(os.environ.get("APPLIANCE_HTTP_METHODS", "")),
+                   help="methods beyond the built-in list whose request lines make a "
+                        "connection HTTP (default $APPLIANCE_HTTP_METHODS)")
+    p.add_argument("--max-outstanding", type=positive_int, metavar="N",
+                   default=positive_int(os.environ.get("APPLIANCE_MAX_OUTSTANDING", "128")),
+                   help="unanswered requests kept per connection; older ones go out "
+                        "unanswered (default 128, or $APPLIANCE_MAX_OUTSTANDING)")
     p.add_argument("--source", default="PCAP", help="value of the record's 'source' key")
     p.add_argument("--account-id", default=os.environ.get("AKTO_ACCOUNT_ID", "1000000"),
                    help="value of 'akto_account_id' (default 1000000)")
@@ -75,7 +83,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from appliance.format.record import Formatter
     from appliance.replay import finish, replay_files, summary_line
 
-    pipeline = Pipeline(PipelineConfig(max_body=args.max_body, idle_timeout=args.idle_timeout))
+    from appliance.core.http.parser import DEFAULT_METHODS
+
+    pipeline = Pipeline(PipelineConfig(
+        max_body=args.max_body, idle_timeout=args.idle_timeout,
+        methods=DEFAULT_METHODS + tuple(m for m in args.methods if m not in DEFAULT_METHODS),
+        max_outstanding=args.max_outstanding))
     formatter = Formatter(source=args.source, account_id=args.account_id,
                           max_body=args.max_body)
     sink: Any = _kafka_sink(args) if args.kafka else _jsonl_sink(args.jsonl)

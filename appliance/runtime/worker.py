@@ -36,7 +36,8 @@ def pipeline_config(s) -> PipelineConfig:
         max_body=s.max_body,
         idle_timeout=s.inactivity_secs, max_connections=max(1, s.max_active_conn // s.worker_count),
         buffer_limit=max(1 << 20, (s.buffer_mb << 20) // s.worker_count),
-        vxlan_port=s.listen_addr[1], geneve_port=s.geneve_port, ignored_ports=s.ignored_ports)
+        vxlan_port=s.listen_addr[1], geneve_port=s.geneve_port, ignored_ports=s.ignored_ports,
+        methods=s.methods, max_outstanding=s.max_outstanding)
 
 
 def formatter(s) -> Formatter:
