@@ -56,7 +56,7 @@ from collections import deque
 from typing import Callable
 
 from appliance.core.http.parser import (
-    LINE_SIMPLE, LINE_STATUS, REQUEST, RESPONSE, WAIT, WAIT_FOR_REQUEST, HttpParser,
+    LINE_SIMPLE, LINE_STATUS, PAUSED, REQUEST, RESPONSE, WAIT, WAIT_FOR_REQUEST, HttpParser,
     ParserConfig,
 )
 from appliance.core.pair import Message, Pair
@@ -132,7 +132,7 @@ class HttpSession:
         self.client_desync = False  # a request-side loss: later requests cannot pair
         self.server_zone = False  # a response-side loss: responses lost, count unknown
         self.server_skip = 0  # responses certainly lost in the server zone
-        self.last_ack = [None, None]  # the latest `ack` event of each direction
+        self.last_ack: list[int | None] = [None, None]  # the latest `ack` of each direction
         self.midstream = 0  # bit per direction first seen mid-way
         self.held: list[Pair] | None = None  # pairs of a tentative connection
         self.lone: Message | None = None  # an unpairable request being parsed
@@ -164,7 +164,7 @@ class HttpSession:
             self._retry(False)
 
     def ack(self, direction: int, offset: int) -> None:
-        self.last_ack[direction] = offset  # type: ignore[call-overload]
+        self.last_ack[direction] = offset
 
     def eof(self, direction: int) -> None:
         if self.state == NOT_HTTP:
@@ -323,7 +323,7 @@ class HttpSession:
                 q.tunnel()
         else:
             client = self.parsers[self.client]
-            if client.state == 10:  # PAUSED after CONNECT / Upgrade: not switching
+            if client.state == PAUSED:  # after CONNECT / Upgrade: not switching
                 client.resume(False)
 
     def framing_lost(self, p: HttpParser, reason: str) -> None:
