@@ -115,7 +115,7 @@ def describe_instance_types(ec2, types: list[str], cache: dict[str, dict | None]
         try:
             infos = paginate(ec2, "describe_instance_types", "InstanceTypes", InstanceTypes=chunk)
         except AwsFailure as exc:
-            if exc.code != "InvalidInstanceType":
+            if exc.aws_code != "InvalidInstanceType":
                 raise
             infos = []  # an unknown type: fall back to the documented family lists
         for info in infos:

@@ -51,6 +51,9 @@ class Plan:
     filter_id: str | None = None
     blockers: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Accept rules of the desired filter that mirror any address (0.0.0.0/0, ::/0), in words:
+    # shown prominently in every plan.
+    any_address: list[str] = field(default_factory=list)
 
     @property
     def changes(self) -> list[Item]:
@@ -195,6 +198,8 @@ def build_plan(spec: DeploymentSpec, state: MirrorState, enis: list[Eni],
 
     # -- filter and rules -----------------------------------------------------------------
     desired = spec.rules
+    plan.any_address = [f"filter rule {r.direction} #{r.number} accepts {r.src_cidr} -> {r.dst_cidr}"
+                        for r in desired if r.action == "accept" and r.any_address]
     our_filters = state.our_filters
     filter_id = state.most_used("TrafficMirrorFilterId", [f["TrafficMirrorFilterId"] for f in our_filters])
     rule_items: list[Item] = []

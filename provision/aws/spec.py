@@ -10,20 +10,47 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
+from provision import exitcodes
 from provision.aws import constants as C
+from provision.errors import ProvisionError
 
 
-class UsageError(ValueError):
+class UsageError(ProvisionError):
     """Bad command-line input (exit code 2)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, exitcodes.USAGE)
 
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-VPC_RE = re.compile(r"^vpc-[0-9a-f]{8,17}$")
-SUBNET_RE = re.compile(r"^subnet-[0-9a-f]{8,17}$")
-INSTANCE_RE = re.compile(r"^i-[0-9a-f]{8,17}$")
-ENI_RE = re.compile(r"^eni-[0-9a-f]{8,17}$")
-TARGET_RE = re.compile(r"^tmt-[0-9a-f]{8,17}$")
-NLB_ARN_RE = re.compile(r"^arn:aws[a-z-]*:elasticloadbalancing:[a-z0-9-]+:\d{12}:loadbalancer/net/[^/]+/[0-9a-f]+$")
+
+
+def _resource_id(prefix: str) -> re.Pattern:
+    # EC2 ids are the prefix plus 8 (before 2018) or 17 lowercase hex digits.
+    return re.compile(rf"^{prefix}-(?:[0-9a-f]{{8}}|[0-9a-f]{{17}})$")
+
+
+VPC_RE = _resource_id("vpc")
+SUBNET_RE = _resource_id("subnet")
+INSTANCE_RE = _resource_id("i")
+ENI_RE = _resource_id("eni")
+TARGET_RE = _resource_id("tmt")
+NLB_ARN_RE = re.compile(
+    r"^arn:aws[a-z-]*:elasticloadbalancing:(?P<region>[a-z0-9-]+):\d{12}:loadbalancer/net/[^/]+/[0-9a-f]+$")
+REGION_RE = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d{1,2}$")
+
+# What each id flag expects, as shown in its error message.
+EXAMPLE_HEX = "0a1b2c3d4e5f67890"
+ID_FORMATS: dict[str, tuple[re.Pattern, str]] = {
+    "--vpc": (VPC_RE, f"vpc- and 8 or 17 lowercase hex digits, e.g. vpc-{EXAMPLE_HEX}"),
+    "--subnet": (SUBNET_RE, f"subnet- and 8 or 17 lowercase hex digits, e.g. subnet-{EXAMPLE_HEX}"),
+    "--instance": (INSTANCE_RE, f"i- and 8 or 17 lowercase hex digits, e.g. i-{EXAMPLE_HEX}"),
+    "--exclude-instance": (INSTANCE_RE, f"i- and 8 or 17 lowercase hex digits, e.g. i-{EXAMPLE_HEX}"),
+    "--target-eni": (ENI_RE, f"eni- and 8 or 17 lowercase hex digits, e.g. eni-{EXAMPLE_HEX}"),
+    "--target-id": (TARGET_RE, f"tmt- and 8 or 17 lowercase hex digits, e.g. tmt-{EXAMPLE_HEX}"),
+    "--target-nlb": (NLB_ARN_RE, "a network load balancer ARN, e.g. arn:aws:elasticloadbalancing:us-east-1:"
+                                 "123456789012:loadbalancer/net/mirror/0123456789abcdef"),
+}
 
 PROTOCOL_NAMES = {"tcp": C.PROTO_TCP, "udp": C.PROTO_UDP}
 PROTOCOL_LABELS = {C.PROTO_TCP: "tcp", C.PROTO_UDP: "udp", None: "all"}
@@ -32,14 +59,22 @@ PROTOCOL_LABELS = {C.PROTO_TCP: "tcp", C.PROTO_UDP: "udp", None: "all"}
 def validate_name(name: str) -> str:
     if not NAME_RE.match(name or ""):
         raise UsageError(
-            f"invalid deployment name {name!r}: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"
+            f"invalid --name {name!r}: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
     return name
 
 
-def _check(pattern: re.Pattern, value: str, what: str) -> str:
+def validate_region(region: str, source: str = "--region") -> str:
+    if not REGION_RE.match(region or ""):
+        raise UsageError(f"invalid {source} {region!r}: expected an AWS region code such as us-east-1")
+    return region
+
+
+def check_id(flag: str, value: str) -> str:
+    """``value`` if it has the format ``flag`` expects, else a usage error naming both."""
+    pattern, expected = ID_FORMATS[flag]
     if not pattern.match(value):
-        raise UsageError(f"invalid {what} {value!r}")
+        raise UsageError(f"invalid {flag} {value!r}: expected {expected}")
     return value
 
 
@@ -168,6 +203,9 @@ def parse_cidrs(values: list[str] | None) -> list[str]:
     return out
 
 
+ANY_CIDRS = frozenset({"0.0.0.0/0", "::/0"})
+
+
 def any_cidr(cidr: str) -> str:
     return "::/0" if ":" in cidr else "0.0.0.0/0"
 
@@ -187,6 +225,10 @@ class Rule:
     description: str = field(default="", compare=False)
     rule_id: str | None = field(default=None, compare=False)
 
+    @property
+    def any_address(self) -> bool:
+        return ANY_CIDRS & {self.src_cidr, self.dst_cidr} != set()
+
     def key(self) -> tuple:
         return (
             self.direction, self.number, self.action, self.protocol,
@@ -195,11 +237,8 @@ class Rule:
 
     def summary(self) -> str:
         proto = PROTOCOL_LABELS.get(self.protocol, str(self.protocol))
-        parts = [f"{self.direction} #{self.number} {self.action} {proto}"]
-        if self.src_cidr not in ("0.0.0.0/0", "::/0") or self.dst_cidr not in ("0.0.0.0/0", "::/0"):
-            parts.append(f"{self.src_cidr} -> {self.dst_cidr}")
-        elif self.src_cidr == "::/0":
-            parts.append("ipv6")
+        # Addresses always shown: 0.0.0.0/0 (any address) must be visible in every plan.
+        parts = [f"{self.direction} #{self.number} {self.action} {proto} {self.src_cidr} -> {self.dst_cidr}"]
         if self.src_ports:
             parts.append("src port " + _ports_text(self.src_ports))
         if self.dst_ports:
@@ -371,20 +410,19 @@ def build_spec(args) -> DeploymentSpec:
     """Validate the argparse namespace of ``appliance provision aws``."""
     name = validate_name(args.name)
     if not args.vpc:
-        raise UsageError("--vpc is required (the VPC whose ENIs are mirrored)")
-    vpc = _check(VPC_RE, args.vpc, "--vpc")
-    subnets = [_check(SUBNET_RE, s, "--subnet") for s in split_list(args.subnet)]
-    instances = [_check(INSTANCE_RE, i, "--instance") for i in split_list(args.instance)]
-    exclude_instances = [_check(INSTANCE_RE, i, "--exclude-instance") for i in split_list(args.exclude_instance)]
+        raise UsageError(f"--vpc is required: the VPC whose ENIs are mirrored ({ID_FORMATS['--vpc'][1]})")
+    vpc = check_id("--vpc", args.vpc)
+    subnets = [check_id("--subnet", s) for s in split_list(args.subnet)]
+    instances = [check_id("--instance", i) for i in split_list(args.instance)]
+    exclude_instances = [check_id("--exclude-instance", i) for i in split_list(args.exclude_instance)]
 
     targets = [(k, v) for k, v in (("nlb", args.target_nlb), ("eni", args.target_eni), ("id", args.target_id)) if v]
     if len(targets) > 1:
         raise UsageError("use only one of --target-nlb, --target-eni, --target-id")
     if targets:
         kind, value = targets[0]
-        pattern, flag = {"nlb": (NLB_ARN_RE, "--target-nlb (a network load balancer ARN)"),
-                         "eni": (ENI_RE, "--target-eni"), "id": (TARGET_RE, "--target-id")}[kind]
-        target = TargetSpec(kind, _check(pattern, value, flag))
+        flag = {"nlb": "--target-nlb", "eni": "--target-eni", "id": "--target-id"}[kind]
+        target = TargetSpec(kind, check_id(flag, value))
     else:
         target = TargetSpec(None)
 

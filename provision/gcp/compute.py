@@ -23,16 +23,10 @@ import sys
 import time
 from typing import Callable, NamedTuple
 
+from provision import exitcodes
+from provision.errors import one_line
 from provision.gcp import spec as S
-from provision.gcp.errors import (
-    EXIT_CONFLICT,
-    EXIT_ERROR,
-    EXIT_NOT_FOUND,
-    EXIT_PERMISSION,
-    EXIT_QUOTA,
-    EXIT_USAGE,
-    GcpError,
-)
+from provision.gcp.errors import GcpError
 
 
 class Kind(NamedTuple):
@@ -104,6 +98,9 @@ def _best_message(exc) -> str:
     return " ".join(_REST_PREFIX.sub("", str(message)).split())
 
 
+_DISABLED_REASONS = {"accessNotConfigured", "SERVICE_DISABLED"}
+
+
 def translate(exc: BaseException, what: str, perm: str | None = None) -> GcpError:
     """Turn a google.api_core exception into a one-line GcpError with the documented exit code."""
     code = getattr(exc, "code", None)
@@ -112,10 +109,17 @@ def translate(exc: BaseException, what: str, perm: str | None = None) -> GcpErro
     reasons = {r for r, _ in _error_entries(exc)}
     if getattr(exc, "reason", None):
         reasons.add(exc.reason)
+
+    def err(text: str, exit_code: int) -> GcpError:
+        return GcpError(text, exit_code, status=code)
+
+    if reasons & _DISABLED_REASONS:
+        return err(f"the Compute Engine API is not enabled for the project while {what}: {message} "
+                   "(enable it: gcloud services enable compute.googleapis.com --project PROJECT)", exitcodes.USAGE)
     if code == 429 or reasons & _QUOTA_REASONS or message.startswith("Quota '"):
-        return GcpError(f"quota exceeded while {what}: {message}", EXIT_QUOTA)
+        return err(f"quota exceeded while {what}: {message}", exitcodes.QUOTA)
     if code == 401:
-        return GcpError(f"not authenticated while {what}: {message}", EXIT_PERMISSION)
+        return err(f"not authenticated while {what}: {message}", exitcodes.DENIED)
     if code == 403:
         named = None
         meta = getattr(exc, "metadata", None) or {}
@@ -125,23 +129,23 @@ def translate(exc: BaseException, what: str, perm: str | None = None) -> GcpErro
             m = _PERM_RE.search(message)
             named = m.group(1) if m else None
         if named:
-            return GcpError(
+            return err(
                 f"permission denied while {what}: missing IAM permission {named} ({message}); "
                 "see provision/gcp/IAM.md",
-                EXIT_PERMISSION,
+                exitcodes.DENIED,
             )
         hint = f"; this call needs {perm}" if perm else ""
-        return GcpError(f"permission denied while {what}: {message}{hint} (see provision/gcp/IAM.md)", EXIT_PERMISSION)
+        return err(f"permission denied while {what}: {message}{hint} (see provision/gcp/IAM.md)", exitcodes.DENIED)
     if code == 404:
-        return GcpError(f"not found while {what}: {message}", EXIT_NOT_FOUND)
+        return err(f"not found while {what}: {message}", exitcodes.USAGE)
     if code == 409 or "alreadyExists" in reasons:
-        return GcpError(f"already exists while {what}: {message}", EXIT_CONFLICT)
+        return err(f"already exists while {what}: {message}", exitcodes.CONFLICT)
     if "resourceInUseByAnotherResource" in reasons or "RESOURCE_IN_USE_BY_ANOTHER_RESOURCE" in reasons:
-        return GcpError(f"cannot finish {what}: {message}", EXIT_CONFLICT)
+        return err(f"cannot finish {what}: {message}", exitcodes.CONFLICT)
     if code in (400, 412):
-        return GcpError(f"the Compute API rejected {what}: {message}", EXIT_USAGE)
+        return err(f"the Compute API rejected {what}: {message}", exitcodes.USAGE)
     status = f"HTTP {code}: " if code else ""
-    return GcpError(f"{what} failed: {status}{message}", EXIT_ERROR)
+    return err(f"{what} failed: {status}{message}", exitcodes.ERROR)
 
 
 def to_dict(message) -> dict:
@@ -181,7 +185,7 @@ class Compute:
                 from google.cloud import compute_v1
             except ImportError:
                 raise GcpError(
-                    "google-cloud-compute is not installed: pip install 'mirror-appliance[gcp]'", EXIT_ERROR
+                    "google-cloud-compute is not installed: pip install 'mirror-appliance[gcp]'", exitcodes.ERROR
                 ) from None
             self._mod = compute_v1
         return self._mod
@@ -207,13 +211,14 @@ class Compute:
                     raise GcpError(
                         "no Google Cloud credentials found: run `gcloud auth application-default login` "
                         "or set GOOGLE_APPLICATION_CREDENTIALS",
-                        EXIT_PERMISSION,
+                        exitcodes.DENIED,
                     ) from None
                 raise
         return self._clients[name]
 
     # ------------------------------------------------------------------ calls
     def _call(self, what: str, perm: str | None, fn, *args, **kwargs):
+        """Run one API call; every exception it raises becomes a one-line GcpError."""
         from google.api_core import exceptions as gexc
 
         try:
@@ -222,19 +227,28 @@ class Compute:
             cause = exc.cause if exc.cause is not None else exc
             if isinstance(cause, gexc.GoogleAPICallError):
                 raise translate(cause, what, perm) from None
-            raise GcpError(f"{what} failed: {cause}", EXIT_ERROR) from None
+            raise GcpError(f"{what} failed after retries: {one_line(cause)}", exitcodes.ERROR) from None
         except gexc.GoogleAPICallError as exc:
             raise translate(exc, what, perm) from None
+        except gexc.GoogleAPIError as exc:  # api_core errors that are not HTTP answers
+            raise GcpError(f"{what} failed: {type(exc).__name__}: {one_line(exc)}", exitcodes.ERROR) from None
         except GcpError:
             raise
-        except Exception as exc:
-            name = type(exc).__name__
-            if name in ("ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout", "TransportError", "SSLError"):
-                where = self.endpoint or "https://compute.googleapis.com"
-                raise GcpError(f"cannot reach the Compute API at {where} while {what}: {exc}", EXIT_ERROR) from None
-            if name in ("DefaultCredentialsError", "RefreshError"):
-                raise GcpError(f"Google Cloud authentication failed while {what}: {exc}", EXIT_PERMISSION) from None
+        except (KeyboardInterrupt, BrokenPipeError):
             raise
+        except Exception as exc:
+            raise self._other_error(exc, what) from None
+
+    def _other_error(self, exc: Exception, what: str) -> GcpError:
+        """Transport and authentication failures (requests, google.auth), and anything else."""
+        names = {cls.__name__ for cls in type(exc).__mro__}
+        if names & {"ConnectionError", "Timeout", "TransportError", "SSLError", "ChunkedEncodingError"}:
+            where = self.endpoint or "https://compute.googleapis.com"
+            return GcpError(f"cannot reach the Compute API at {where} while {what}: {one_line(exc)}", exitcodes.ERROR)
+        if names & {"DefaultCredentialsError", "RefreshError", "GoogleAuthError"}:
+            return GcpError(f"Google Cloud authentication failed while {what}: {one_line(exc)}", exitcodes.DENIED)
+        return GcpError(f"unexpected error while {what}: {type(exc).__name__}: {one_line(exc) or '(no message)'} "
+                        "(set APPLIANCE_DEBUG=1 for a traceback)", exitcodes.ERROR)
 
     def _scope_args(self, kind: Kind, project: str | None, region: str | None, zone: str | None) -> dict:
         args = {"project": project or self.project}
@@ -264,7 +278,31 @@ class Compute:
         try:
             return to_dict(self._call(what, permission(kind_key, "get"), self._get_raw, client, req))
         except GcpError as err:
-            if err.code == EXIT_NOT_FOUND:
+            if err.status == 404:
+                return None
+            raise
+
+    def get_project(self) -> dict | None:
+        """The project, or None when Compute says it does not exist."""
+        what = f"reading project {self.project}"
+        client = self.client("ProjectsClient")
+        try:
+            return to_dict(self._call(what, "compute.projects.get", client.get,
+                                      request={"project": self.project}, timeout=60))
+        except GcpError as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def get_region(self) -> dict | None:
+        """The region, or None when the project has no such region (404, or 400 for a bad name)."""
+        what = f"reading region {self.region} of project {self.project}"
+        client = self.client("RegionsClient")
+        try:
+            return to_dict(self._call(what, "compute.regions.get", client.get,
+                                      request={"project": self.project, "region": self.region}, timeout=60))
+        except GcpError as err:
+            if err.status in (400, 404):
                 return None
             raise
 
@@ -382,7 +420,7 @@ class Compute:
                 raise GcpError(
                     f"timed out after {self.timeout:.0f}s waiting for {what} (operation {op.name} is still "
                     f"{state}); it may still finish: re-running the command is safe",
-                    EXIT_ERROR,
+                    exitcodes.ERROR,
                 )
             time.sleep(self.poll_interval)
         try:

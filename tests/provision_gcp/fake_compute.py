@@ -4,6 +4,7 @@ The real google-cloud-compute REST clients talk to it over HTTP (client_options 
 http://127.0.0.1:PORT), so the library builds, sends and parses real request/response JSON.
 
 Implemented, for the collections the provisioner uses:
+  projects.get and regions.get (the preflight; a project or region that was not seeded is 404),
   insert (POST collection), get (GET item), list (GET collection, paged), delete (DELETE),
   patch (PATCH, JSON merge patch), update (PUT), backendServices getHealth,
   regional and global operations: get (GET) and wait (POST .../wait).
@@ -99,12 +100,14 @@ class Call:
 
 
 COLLECTIONS = {
+    "projects", "regions",
     "networks", "subnetworks", "instances", "firewalls", "instanceTemplates", "healthChecks",
     "instanceGroupManagers", "instanceGroups", "autoscalers", "backendServices", "forwardingRules",
     "packetMirrorings", "operations",
 }
 
 KIND = {
+    "projects": "compute#project", "regions": "compute#region",
     "networks": "compute#network", "subnetworks": "compute#subnetwork", "instances": "compute#instance",
     "firewalls": "compute#firewall", "instanceTemplates": "compute#instanceTemplate",
     "healthChecks": "compute#healthCheck", "instanceGroupManagers": "compute#instanceGroupManager",
@@ -278,6 +281,10 @@ class FakeCompute:
 
     def _permission(self, method: str, path: str) -> str:
         parts = path.split("/")
+        if len(parts) == 2 and parts[0] == "projects" and method == "GET":
+            return "compute.projects.get"
+        if len(parts) == 4 and parts[0] == "projects" and parts[2] == "regions" and method == "GET":
+            return "compute.regions.get"
         if len(parts) < 4 or parts[0] != "projects":
             return "unknown"
         if parts[2] == "global":
@@ -305,6 +312,8 @@ class FakeCompute:
         parts = call.path.split("/")
         if call.method == "POST" and parts[-1] in COLLECTIONS and call.body and call.body.get("name"):
             return call.path + "/" + call.body["name"]
+        if len(parts) <= 4:  # projects/P, projects/P/regions/R
+            return call.path
         return "/".join(parts[:6] if parts[2] != "global" else parts[:5])
 
     def _fault(self, call: Call, in_operation: bool) -> Fault | None:
@@ -547,6 +556,8 @@ class FakeCompute:
     # ------------------------------------------------------------------ default world
     def seed_world(self):
         p, r = self.project, self.region
+        self.seed(f"projects/{p}", {"defaultServiceAccount": f"{p}@developer.gserviceaccount.com"})
+        self.seed(f"projects/{p}/regions/{r}", {"status": "UP", "zones": [f"projects/{p}/zones/{r}-{z}" for z in "abc"]})
         net = f"projects/{p}/global/networks/prod-vpc"
         self.seed(net, {"autoCreateSubnetworks": False})
         self.seed(f"projects/{p}/global/networks/other-vpc", {"autoCreateSubnetworks": False})

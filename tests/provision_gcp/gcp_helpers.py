@@ -55,10 +55,14 @@ def run(fake, capsys):
     """Run the real `appliance` CLI against the local server; return (code, stdout, stderr)."""
     from appliance.cli import main
 
-    def _run(*argv, endpoint=True):
+    def _run(*argv, endpoint=True, yes=True):
         args = list(argv)
         if endpoint:
             args += ["--api-endpoint", fake.endpoint]
+        # Applies are confirmed with --yes: these tests are about the API calls; the prompt
+        # (and the refusal without a terminal) is tested in test_confirm.py.
+        if yes and args[0] in ("provision", "deprovision") and "status" not in args:
+            args.append("--yes")
         capsys.readouterr()
         code = main(args)
         out, err = capsys.readouterr()
