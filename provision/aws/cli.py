@@ -17,7 +17,7 @@ PROVISION_EPILOG = EXIT_CODES + """
 examples:
   appliance provision aws --vpc vpc-0a1b2c3d4e5f67890 --name prod --region us-east-1 \\
       --target-nlb arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/net/mirror/0123456789abcdef --dry-run
-  appliance provision aws --vpc vpc-0a1b2c3d4e5f67890 --name prod --tag team=payments --ports 80,443,8080
+  appliance provision aws --vpc vpc-0a1b2c3d4e5f67890 --name prod --tag team=payments --ports 443,8000-8100
   appliance provision aws --vpc vpc-0a1b2c3d4e5f67890 --name prod --yes --watch --interval 60
   appliance provision aws status --name prod --output json
   appliance deprovision aws --name prod
@@ -87,7 +87,7 @@ def register(provision_sub, deprovision_sub) -> None:
 
     flt = p.add_argument_group("filter (default: all TCP, both directions, DNS excluded)")
     flt.add_argument("--ports", action="append", metavar="LIST",
-                     help="service ports, e.g. 80,443,8000-8100 (matched as local or remote port)")
+                     help="service ports, e.g. 443,8000-8100 (matched as local or remote port; each entry takes 4 of the 10 filter rules)")
     flt.add_argument("--cidr", action="append", metavar="CIDR",
                      help="only traffic with peers in this CIDR (repeatable; default 0.0.0.0/0; ::/0 for IPv6)")
     flt.add_argument("--protocol", action="append", metavar="PROTO",

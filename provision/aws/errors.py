@@ -62,6 +62,17 @@ class AwsFailure(ProvisionError):
         return self.code != exitcodes.ERROR or self.aws_code is None
 
 
+_TAG_RE = re.compile(r"<[^>]*>")
+_BODY_RE = re.compile(r"b'(.*)'\s*$", re.S)
+
+
+def _body_excerpt(text: str) -> str:
+    """The readable part of the body botocore quotes in a ResponseParserError."""
+    found = _BODY_RE.search(text)
+    body = found.group(1).encode().decode("unicode_escape", "replace") if found else text
+    return one_line(_TAG_RE.sub(" ", body), 160) or "(empty)"
+
+
 def iam_action(operation: str) -> str:
     return f"{_SERVICE_OF_OPERATION.get(operation, 'ec2')}:{operation}"
 
@@ -126,9 +137,9 @@ def translate(exc: BaseException, what: str | None = None) -> AwsFailure:
         return AwsFailure(f"cannot reach AWS{on}: {one_line(exc)}; check the network, the proxy and --region",
                           exitcodes.ERROR)
     if isinstance(exc, ResponseParserError):
-        # Not a BotoCoreError: e.g. an HTML error page from a proxy or an emulator's 500.
-        return AwsFailure(f"AWS returned a response that is not a valid API answer{on}: "
-                          f"{one_line(exc, 200)}", exitcodes.ERROR)
+        # Not a BotoCoreError: e.g. an HTML error page from a proxy, or an emulator's 500.
+        return AwsFailure(f"the endpoint answered{on} with something that is not an AWS API response: "
+                          f"{_body_excerpt(str(exc))}", exitcodes.ERROR)
     if isinstance(exc, bx.BotoCoreError):
         return AwsFailure(f"AWS SDK error{on}: {one_line(exc)}", exitcodes.ERROR)
     generic = unexpected(exc, f"calling {what}" if what else "")

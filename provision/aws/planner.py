@@ -198,8 +198,8 @@ def build_plan(spec: DeploymentSpec, state: MirrorState, enis: list[Eni],
 
     # -- filter and rules -----------------------------------------------------------------
     desired = spec.rules
-    plan.any_address = [f"filter rule {r.direction} #{r.number} accepts {r.src_cidr} -> {r.dst_cidr}"
-                        for r in desired if r.action == "accept" and r.any_address]
+    plan.any_address = [f"filter rule {r.direction} #{r.number} accepts {r.src_cidr} -> {r.dst_cidr} "
+                        f"(peer {r.peer_cidr}: any address)" for r in desired if r.action == "accept" and r.any_address]
     our_filters = state.our_filters
     filter_id = state.most_used("TrafficMirrorFilterId", [f["TrafficMirrorFilterId"] for f in our_filters])
     rule_items: list[Item] = []

@@ -226,8 +226,13 @@ class Rule:
     rule_id: str | None = field(default=None, compare=False)
 
     @property
+    def peer_cidr(self) -> str:
+        """The far end of the mirrored traffic (the local end is the mirrored ENI itself)."""
+        return self.src_cidr if self.direction == "ingress" else self.dst_cidr
+
+    @property
     def any_address(self) -> bool:
-        return ANY_CIDRS & {self.src_cidr, self.dst_cidr} != set()
+        return self.peer_cidr in ANY_CIDRS
 
     def key(self) -> tuple:
         return (

@@ -166,13 +166,12 @@ def _deprovision_command(project: str, region: str, name: str, args) -> str:
     return shlex.join(words)
 
 
-def _provision(args, parser) -> int:
-    from provision.gcp import provisioner
+def spec_from_args(args):
+    """The validated DeploymentSpec of ``appliance provision gcp`` (no API call)."""
     from provision.gcp import spec as S
-    from provision.gcp.report import Output
 
     project, region = _location(args)
-    spec = S.build_spec(
+    return S.build_spec(
         project=project,
         region=region,
         network=args.network,
@@ -197,9 +196,16 @@ def _provision(args, parser) -> int:
         target_cpu=_float(args.target_cpu, "--target-cpu"),
         appliance_env=args.appliance_env,
     )
-    api = _api(args, project, region)
+
+
+def _provision(args, parser) -> int:
+    from provision.gcp import provisioner
+    from provision.gcp.report import Output
+
+    spec = spec_from_args(args)
+    api = _api(args, spec.project, spec.region)
     steps = NextSteps(finish=command_line(["appliance", "provision", "gcp"], parser, args),
-                      undo=_deprovision_command(project, region, spec.name, args))
+                      undo=_deprovision_command(spec.project, spec.region, spec.name, args))
     return provisioner.provision(api, spec, Output(), dry_run=args.dry_run, as_json=wants_json(args),
                                  assume_yes=args.yes, next_steps=steps)
 

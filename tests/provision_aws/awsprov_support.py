@@ -371,3 +371,35 @@ def spec_args(**overrides):
                   skip_instance_type_check=False, skip_listener_check=False)
     values.update(overrides)
     return Namespace(**values)
+
+
+# -- the CLI as a separate process (moto server, real terminal) --------------------------------
+
+
+def run_cli_process(argv, env: dict, *, answer: str | None = None, stdin=None, timeout: float = 90):
+    """Run ``python -m appliance ARGV`` in a child process. With ``answer``, stdin is a real
+    terminal (a pty) on which ``answer`` is typed; otherwise ``stdin`` (default /dev/null).
+    Returns (exit code, stdout, stderr)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    master = slave = None
+    if answer is not None:
+        master, slave = pty.openpty()
+        stdin = slave
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "appliance", *argv], cwd=root, env=env, text=True,
+                                stdin=subprocess.DEVNULL if stdin is None else stdin,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if master is not None:
+            os.write(master, answer.encode())
+        out, err = proc.communicate(timeout=timeout)
+        return proc.returncode, out, err
+    finally:
+        for fd in (master, slave):
+            if fd is not None:
+                os.close(fd)

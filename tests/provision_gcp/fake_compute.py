@@ -133,7 +133,7 @@ class Fault:
     method: str
     pattern: re.Pattern
     status: int
-    body: dict
+    body: dict | bytes
     times: int
     in_operation: bool = False  # fail the operation (DONE with error) instead of the request
 
@@ -180,9 +180,12 @@ class FakeCompute:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 status, payload = fake.handle(self.command, self.path, raw)
-                out = json.dumps(payload).encode()
+                if isinstance(payload, bytes):  # fake.garbage(): not a JSON answer
+                    out, ctype = payload, "text/html; charset=UTF-8"
+                else:
+                    out, ctype = json.dumps(payload).encode(), "application/json; charset=UTF-8"
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=UTF-8")
+                self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(out)))
                 self.end_headers()
                 self.wfile.write(out)
@@ -226,6 +229,11 @@ class FakeCompute:
     def fail_operation(self, method: str, pattern: str, errors: list[dict], status: int = 403, status_message: str = "FORBIDDEN", times: int = 1):
         body = {"error": {"errors": errors}, "httpErrorStatusCode": status, "httpErrorMessage": status_message}
         self.faults.append(Fault(method.upper(), re.compile(pattern), status, body, times, True))
+
+    def garbage(self, method: str, pattern: str, status: int, body: bytes, times: int = 1):
+        """Answer matching requests with ``body`` as is (an HTML error page from a proxy, a
+        truncated answer): what no API client expects."""
+        self.faults.append(Fault(method.upper(), re.compile(pattern), status, body, times, False))
 
     def on(self, method: str, pattern: str, fn, times: int = 1):
         """Run fn(fake, call) before a matching request is served (e.g. to simulate a race)."""
@@ -341,7 +349,7 @@ class FakeCompute:
                 hook[2](self, call)
         fault = self._fault(call, in_operation=False)
         if fault:
-            return fault.status, copy.deepcopy(fault.body)
+            return fault.status, fault.body if isinstance(fault.body, bytes) else copy.deepcopy(fault.body)
 
         parts = call.path.split("/")
         if "operations" in parts:
