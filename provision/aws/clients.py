@@ -7,8 +7,9 @@ returning real clients that carry a ``botocore.stub.Stubber`` (or run under moto
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 DEFAULT_RETRY_MODE = "standard"
 DEFAULT_MAX_ATTEMPTS = 10
@@ -57,7 +58,6 @@ def make_clients(region: str | None, profile: str | None, retry_mode: str | None
     import boto3
 
     from provision.aws.errors import aws_errors
-
     from provision.aws.spec import validate_region
 
     with aws_errors("creating the AWS session"):

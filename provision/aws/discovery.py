@@ -35,7 +35,7 @@ class Eni:
     selected: bool = False
     reason: str | None = None  # why it is skipped
 
-    def skip(self, reason: str) -> "Eni":
+    def skip(self, reason: str) -> Eni:
         self.selected = False
         self.reason = reason
         return self

@@ -117,7 +117,8 @@ def translate(exc: BaseException, what: str | None = None) -> AwsFailure:
             )
         if code in QUOTA_CODES:
             return AwsFailure(f"quota exceeded on {action}: {code}: {message}; raise the quota in Service Quotas "
-                              "or remove unused traffic mirror resources", exitcodes.QUOTA, aws_code=code, action=action)
+                              "or remove unused traffic mirror resources",
+                              exitcodes.QUOTA, aws_code=code, action=action)
         return AwsFailure(f"{action} failed: {code}: {message}".rstrip(": "), exitcodes.ERROR,
                           aws_code=code, action=action)
     on = f" on {what}" if what else ""

@@ -242,7 +242,7 @@ def build_plan(spec: DeploymentSpec, state: MirrorState, enis: list[Eni],
     keeps: list[Item] = []
     skips: list[Item] = []
 
-    vni_count: dict[int, int] = defaultdict(int)
+    vni_count: dict[int | None, int] = defaultdict(int)
     for s in state.our_sessions:
         if s.get("VirtualNetworkId") is not None:
             vni_count[s["VirtualNetworkId"]] += 1
@@ -311,7 +311,7 @@ def build_plan(spec: DeploymentSpec, state: MirrorState, enis: list[Eni],
                 keeps.append(Item("keep", "session", sid, eni=eni.id, instance=eni.instance_id,
                                   detail=f"session #{session.get('SessionNumber')}, VNI {vni}", info=info))
             continue
-        number = free_session_number({s.get("SessionNumber") for s in foreign})
+        number = free_session_number({int(s["SessionNumber"]) for s in foreign if s.get("SessionNumber") is not None})
         if number is None:  # cannot happen with the 3-session limit, but be explicit
             skips.append(Item("skip", "eni", eni.id, eni=eni.id, instance=eni.instance_id, detail="no free session number"))
             continue

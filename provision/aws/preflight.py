@@ -81,13 +81,14 @@ def check(clients, spec: DeploymentSpec) -> None:
             elif flag == "--instance" and inst.get("VpcId") and inst.get("VpcId") != spec.vpc:
                 problems.append(f"--instance {iid} is in {inst.get('VpcId')}, not in --vpc {spec.vpc}")
 
+    target = spec.target.value or ""
     if spec.target.kind == "eni":
         # A target ENI may be in another VPC (peering, transit gateway): only existence is checked.
         if not _by_id(ec2, "describe_network_interfaces", "NetworkInterfaces", "network-interface-id",
-                      [spec.target.value], "NetworkInterfaceId"):
-            missing.append(f"network interface {spec.target.value} (--target-eni)")
+                      [target], "NetworkInterfaceId"):
+            missing.append(f"network interface {target} (--target-eni)")
     elif spec.target.kind == "nlb":
-        arn = spec.target.value
+        arn = target
         match = NLB_ARN_RE.match(arn)
         if match and clients.region and match.group("region") != clients.region:
             problems.append(f"--target-nlb is in region {match.group('region')}, but the deployment is in "

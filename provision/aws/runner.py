@@ -25,7 +25,12 @@ from provision.aws.apply import apply_plan
 from provision.aws.discovery import discover, lookup_enis
 from provision.aws.planner import Plan, build_plan, build_teardown_plan
 from provision.aws.render import (
-    make_console, plan_document, print_json, render_plan, render_status, render_summary,
+    make_console,
+    plan_document,
+    print_json,
+    render_plan,
+    render_status,
+    render_summary,
 )
 from provision.aws.spec import DeploymentSpec, UsageError, build_spec, validate_name, validate_region
 from provision.aws.state import MirrorState, fetch_state

@@ -269,7 +269,7 @@ class Rule:
         return params
 
     @classmethod
-    def from_api(cls, data: dict) -> "Rule":
+    def from_api(cls, data: dict) -> Rule:
         def ports(value):
             if not value or value.get("FromPort") is None:
                 return None
@@ -353,12 +353,15 @@ def desired_rules(spec: FilterSpec, name: str) -> list[Rule]:
                                       description=f"{tag} reject DNS {label} {role} port 53"))
                     number += RULE_STEP
         number = ACCEPT_BASE
-        for proto in spec.protocols or [None]:
-            label = PROTOCOL_LABELS.get(proto, str(proto))
+        protocols: list[int | None] = list(spec.protocols) if spec.protocols else [None]
+        for protocol in protocols:
+            label = PROTOCOL_LABELS.get(protocol, str(protocol))
             for peer in spec.cidrs:
                 local = any_cidr(peer)
                 src_cidr, dst_cidr = (peer, local) if direction == "ingress" else (local, peer)
-                for ports in spec.ports or [None]:
+                port_ranges: list[tuple[int, int] | None] = list(spec.ports) if spec.ports else [None]
+                for ports in port_ranges:
+                    variants: list[tuple[tuple[int, int] | None, tuple[int, int] | None, str]]
                     if ports is None:
                         variants = [(None, None, "")]
                     else:
@@ -367,7 +370,7 @@ def desired_rules(spec: FilterSpec, name: str) -> list[Rule]:
                         variants = [(ports, None, " dst port " + _ports_text(ports)),
                                     (None, ports, " src port " + _ports_text(ports))]
                     for dst, src, text in variants:
-                        rules.append(Rule(direction, number, "accept", proto, dst, src, dst_cidr, src_cidr,
+                        rules.append(Rule(direction, number, "accept", protocol, dst, src, dst_cidr, src_cidr,
                                           description=f"{tag} accept {label}{text}"))
                         number += RULE_STEP
     if len(rules) > C.MAX_RULES_PER_FILTER:
@@ -464,5 +467,5 @@ def build_spec(args) -> DeploymentSpec:
         check_instance_types=not args.skip_instance_type_check,
         check_listener=not args.skip_listener_check,
     )
-    spec.rules  # validate the rule budget now, before any API call
+    desired_rules(spec.filter, spec.name)  # validate the rule budget now, before any API call
     return spec

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+from typing import Any
 
 from provision import exitcodes
 from provision.command import NextSteps, add_approve_flag, add_output_flags, command_line, guarded, wants_json
@@ -25,7 +26,7 @@ EPILOG = exitcodes.epilog() + (
 
 
 def _common(p: argparse.ArgumentParser, *, suppress: bool = False) -> None:
-    d = {"default": argparse.SUPPRESS} if suppress else {}
+    d: dict[str, Any] = {"default": argparse.SUPPRESS} if suppress else {}
     p.add_argument("--project", help="project id (default: $CLOUDSDK_CORE_PROJECT or $GOOGLE_CLOUD_PROJECT)", **d)
     p.add_argument("--region", help="region, e.g. us-central1 (default: $CLOUDSDK_COMPUTE_REGION)", **d)
     add_output_flags(p, suppress=suppress)

@@ -15,13 +15,15 @@ httpErrorStatusCode/errors to the usual google.api_core exceptions.
 
 from __future__ import annotations
 
+import builtins
 import functools
 import json
 import os
 import re
 import sys
 import time
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 from provision import exitcodes
 from provision.errors import one_line
@@ -107,8 +109,9 @@ def translate(exc: BaseException, what: str, perm: str | None = None) -> GcpErro
     code = code if isinstance(code, int) else None
     message = _best_message(exc)
     reasons = {r for r, _ in _error_entries(exc)}
-    if getattr(exc, "reason", None):
-        reasons.add(exc.reason)
+    reason = getattr(exc, "reason", None)
+    if reason:
+        reasons.add(str(reason))
 
     def err(text: str, exit_code: int) -> GcpError:
         return GcpError(text, exit_code, status=code)
@@ -251,7 +254,7 @@ class Compute:
                         "(set APPLIANCE_DEBUG=1 for a traceback)", exitcodes.ERROR)
 
     def _scope_args(self, kind: Kind, project: str | None, region: str | None, zone: str | None) -> dict:
-        args = {"project": project or self.project}
+        args: dict[str, str | None] = {"project": project or self.project}
         if kind.scope == "region":
             args["region"] = region or self.region
         elif kind.scope == "zone":
@@ -268,7 +271,6 @@ class Compute:
 
     def get(self, kind_key: str, name: str, *, project=None, region=None, zone=None) -> dict | None:
         """The resource as API JSON, or None when it does not exist."""
-        from google.api_core import exceptions as gexc
 
         kind = KINDS[kind_key]
         req = self._scope_args(kind, project, region, zone)
@@ -316,14 +318,14 @@ class Compute:
             kind_key, parsed["name"], project=parsed["project"], region=parsed.get("region"), zone=parsed.get("zone")
         )
 
-    def list(self, kind_key: str) -> list[dict]:
+    def list(self, kind_key: str) -> builtins.list[dict]:
         kind = KINDS[kind_key]
         req = self._scope_args(kind, None, None, None)
         what = f"listing {kind.collection} in {'/'.join(str(v) for v in req.values())}"
         client = self.client(kind.client)
         return self._call(what, permission(kind_key, "list"), lambda: [to_dict(m) for m in client.list(request=req, timeout=60)])
 
-    def get_health(self, backend_service_url: str, group_url: str) -> list[dict]:
+    def get_health(self, backend_service_url: str, group_url: str) -> builtins.list[dict]:
         parsed = S.parse_url(backend_service_url, "backendServices")
         client = self.client(KINDS["backend_service"].client)
         req = {
@@ -391,8 +393,8 @@ class Compute:
 
     def wait(self, op, what: str, scope: str) -> None:
         """Wait for a Compute operation, showing progress; raise GcpError if it failed."""
-        from google.api_core import extended_operation
         from google.api_core import exceptions as gexc
+        from google.api_core import extended_operation
 
         refresh, perm = self._operation_refresh(op, scope)
 

@@ -145,7 +145,7 @@ def provision(api: Compute, spec: S.DeploymentSpec, out: Output, *, dry_run: boo
 
     tally = {"created": 0, "unchanged": 0, "updated": 0, "drifted": 0}
     failure: GcpError | None = None
-    current: Decision | None = None
+    current: Decision = decisions[0]
     try:
         for d in decisions:
             current = d

@@ -101,7 +101,7 @@ def description(name: str, what: str) -> str:
 
 def owned_by(desc: str | None, name: str) -> bool:
     """True when a resource's description says this deployment created it."""
-    return bool(desc) and desc.split(" ", 1)[0] == marker(name)
+    return desc is not None and desc.split(" ", 1)[0] == marker(name)
 
 
 def deployment_of(desc: str | None) -> str | None:

@@ -100,7 +100,7 @@ def deprovision(api: Compute, name: str, out: Output, *, dry_run: bool = False, 
             assume_yes=assume_yes)
 
     failure: GcpError | None = None
-    current = None
+    current: dict = to_delete[0]
     try:
         for r in to_delete:
             current = r
@@ -119,7 +119,7 @@ def deprovision(api: Compute, name: str, out: Output, *, dry_run: bool = False, 
         raise
     except Exception as exc:
         failure = GcpError(str(unexpected(exc, f"deleting {current['label']} {current['name']}")), exitcodes.ERROR)
-    if failure is not None and current is not None:
+    if failure is not None:
         current["action"] = "failed"
 
     deleted = [r for r in results if r["action"] == "deleted"]

@@ -3,14 +3,32 @@
 from __future__ import annotations
 
 import pytest
+from awsprov_support import (
+    BASE,
+    NAME,
+    NLB_ARN,
+    TYPES,
+    VPC,
+    eni,
+    eni_id,
+    existing_state,
+    flt_id,
+    inst_id,
+    instance,
+    mirror_filter,
+    our_tags,
+    queue_first_run,
+    queue_session_create,
+    session,
+    target,
+    tgt_id,
+    vpc_enis,
+    vpc_instances,
+)
 from botocore.awsrequest import AWSResponse
 from botocore.stub import ANY
 
-from awsprov_support import (NAME, NLB_ARN, VPC, eni, eni_id, flt_id, inst_id, instance, mirror_filter, our_tags,
-                             session, target, tgt_id)
 from provision import exitcodes
-from awsprov_support import (BASE, TYPES, existing_state, queue_first_run, queue_session_create, vpc_enis,
-                             vpc_instances)
 
 MUTATING = ("Create", "Delete", "Modify")
 DENIED_MSG = ("You are not authorized to perform this operation. User: arn:aws:iam::123456789012:user/ci is not "

@@ -4,13 +4,36 @@ from __future__ import annotations
 
 import json
 
-from botocore.stub import ANY
-
 from awsprov_support import (
-    BASE, DEFAULT_RULES, MUTATING_PREFIXES, NAME, NLB_ARN, TYPES, VNI, VPC, eni, eni_id, existing_state,
-    expected_rule_params, flt_id, inst_id, instance, itype_info, mirror_filter, queue_first_run,
-    queue_session_create, rule_id, sess_id, session, spec_args, target, tgt_id, vpc_enis, vpc_instances,
+    BASE,
+    DEFAULT_RULES,
+    MUTATING_PREFIXES,
+    NAME,
+    NLB_ARN,
+    TYPES,
+    VNI,
+    VPC,
+    eni,
+    eni_id,
+    existing_state,
+    expected_rule_params,
+    flt_id,
+    inst_id,
+    instance,
+    itype_info,
+    mirror_filter,
+    queue_first_run,
+    queue_session_create,
+    rule_id,
+    sess_id,
+    session,
+    spec_args,
+    target,
+    tgt_id,
+    vpc_enis,
+    vpc_instances,
 )
+from botocore.stub import ANY
 
 # -- first run ---------------------------------------------------------------------------------
 

@@ -16,13 +16,33 @@ from importlib import resources
 from pathlib import Path
 
 import botocore.session
+from awsprov_support import (
+    BASE,
+    DEFAULT_RULES,
+    NAME,
+    SUBNET,
+    TYPES,
+    VNI,
+    VPC,
+    eni,
+    eni_id,
+    existing_state,
+    flt_id,
+    instance,
+    mirror_filter,
+    queue_first_run,
+    queue_session_create,
+    rule_id,
+    sess_id,
+    session,
+    target,
+    tgt_id,
+    vpc_enis,
+    vpc_instances,
+)
 from botocore import xform_name
 
 import provision.aws as pkg
-from awsprov_support import (
-    BASE, NAME, TYPES, VNI, eni, eni_id, existing_state, instance, mirror_filter, queue_first_run, queue_session_create,
-    rule_id, sess_id, session, target, DEFAULT_RULES, SUBNET, VPC, flt_id, tgt_id, vpc_enis, vpc_instances,
-)
 
 SRC = Path(pkg.__file__).parent
 _bc = botocore.session.get_session()

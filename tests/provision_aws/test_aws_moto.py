@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import boto3
 import pytest
+from awsprov_support import spec_args
 from moto import mock_aws
 
-from awsprov_support import spec_args
 from provision.aws import constants as C
 from provision.aws.apply import apply_plan
 from provision.aws.discovery import discover, lookup_enis

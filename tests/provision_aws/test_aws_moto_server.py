@@ -18,8 +18,8 @@ import urllib.request
 
 import boto3
 import pytest
-
 from awsprov_support import run_cli_process
+
 from provision import exitcodes
 from provision.aws import constants as C
 from provision.aws.state import tags_of
@@ -140,5 +140,5 @@ def test_json_output_is_one_document_on_stdout(world):
     assert doc["summary"] == {"create": 9, "update": 0, "delete": 0, "keep": 0, "skip": 1}
     assert [i["operation"] for i in doc["items"] if i["action"] == "create"][:2] == [
         "CreateTrafficMirrorTarget", "CreateTrafficMirrorFilter"]
-    assert doc["any_address"] == ["filter rule ingress #200 accepts 0.0.0.0/0 -> 0.0.0.0/0 (peer 0.0.0.0/0: any address)",
-                                  "filter rule egress #200 accepts 0.0.0.0/0 -> 0.0.0.0/0 (peer 0.0.0.0/0: any address)"]
+    assert doc["any_address"] == [
+        f"filter rule {d} #200 accepts 0.0.0.0/0 -> 0.0.0.0/0 (peer 0.0.0.0/0: any address)" for d in ("ingress", "egress")]

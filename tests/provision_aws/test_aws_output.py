@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import json
 
+from awsprov_support import (
+    BASE,
+    DEFAULT_RULES,
+    NAME,
+    NLB_ARN,
+    TYPES,
+    VPC,
+    existing_state,
+    mirror_filter,
+    queue_first_run,
+    session,
+    target,
+    tgt_id,
+    vpc_enis,
+    vpc_instances,
+)
 from botocore.stub import ANY
 
-from awsprov_support import (
-    BASE, DEFAULT_RULES, NAME, NLB_ARN, TYPES, VPC, existing_state, mirror_filter, queue_first_run, session, target,
-    tgt_id, vpc_enis, vpc_instances,
-)
 from provision import exitcodes
 
 DENIED = "You are not authorized to perform this operation."

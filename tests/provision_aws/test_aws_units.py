@@ -14,8 +14,17 @@ from provision.aws import sessionmap
 from provision.aws.discovery import instance_type_problem
 from provision.aws.planner import free_session_number, packet_length_matches
 from provision.aws.spec import (
-    FilterSpec, Rule, UsageError, default_vni, desired_rules, parse_cidrs, parse_ports, parse_protocols, parse_tags,
-    per_session_vni, tags_match,
+    FilterSpec,
+    Rule,
+    UsageError,
+    default_vni,
+    desired_rules,
+    parse_cidrs,
+    parse_ports,
+    parse_protocols,
+    parse_tags,
+    per_session_vni,
+    tags_match,
 )
 
 

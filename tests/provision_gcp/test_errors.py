@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from gcp_helpers import PROJECT, REGION, provision_args, fake, offline, run  # noqa: F401 (fixtures)
+from gcp_helpers import PROJECT, REGION, fake, offline, provision_args, run  # noqa: F401 (fixtures)
 
 from provision import exitcodes
 

@@ -55,7 +55,7 @@ def test_no_terminal_and_no_yes_refuses_instead_of_waiting(fake):
 def test_deprovision_asks_too(fake, run):
     assert run(*provision_args("--subnet", "app-a"))[0] == 0
     base = ["deprovision", "gcp", *LOC, "--name", "demo", "--api-endpoint", fake.endpoint]
-    code, out, err = run_cli_process(base, stdin=subprocess.PIPE, timeout=60)
+    code, out, err = run(*base, endpoint=False, yes=False)  # in-process: pytest's stdin is no terminal
     assert code == exitcodes.USAGE
     assert "not applying 9 deletion(s) of deployment demo" in errors(err)[0]
     assert fake.deletes() == []

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from gcp_helpers import PROJECT, REGION, provision_args, fake, offline, run  # noqa: F401 (fixtures)
+from gcp_helpers import PROJECT, REGION, fake, offline, provision_args, run  # noqa: F401 (fixtures)
 
 from provision import exitcodes
 

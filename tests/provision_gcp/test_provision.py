@@ -6,7 +6,7 @@ import copy
 import json
 
 import pytest
-from gcp_helpers import PROJECT, REGION, provision_args, fake, offline, run  # noqa: F401 (fixtures)
+from gcp_helpers import PROJECT, REGION, fake, offline, provision_args, run  # noqa: F401 (fixtures)
 
 P = f"projects/{PROJECT}"
 R = f"{P}/regions/{REGION}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 
-from gcp_helpers import PROJECT, REGION, provision_args, fake, offline, run  # noqa: F401 (fixtures)
+from gcp_helpers import PROJECT, REGION, fake, offline, provision_args, run  # noqa: F401 (fixtures)
 
 from provision import exitcodes
 
