@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import shlex
 import sys
 from collections.abc import Callable, Iterable
@@ -21,9 +20,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from provision import exitcodes
-from provision.errors import ProvisionError, unexpected
-
-DEBUG_ENV = "APPLIANCE_DEBUG"
+from provision.errors import ProvisionError, debugging, unexpected
 
 
 # -- flags ---------------------------------------------------------------------------------------
@@ -112,7 +109,7 @@ def guarded(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
         except (KeyboardInterrupt, BrokenPipeError):
             raise
         except Exception as exc:
-            if os.environ.get(DEBUG_ENV):
+            if debugging():
                 raise
             return report(unexpected(exc))
 

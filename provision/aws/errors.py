@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from provision import exitcodes
-from provision.errors import ProvisionError, one_line, unexpected
+from provision.errors import ProvisionError, debugging, one_line, unexpected
 
 PERMISSION_CODES = frozenset(
     {"UnauthorizedOperation", "AccessDenied", "AccessDeniedException", "UnauthorizedAccess", "Forbidden"}
@@ -46,8 +46,9 @@ _ENCODED_RE = re.compile(r"\s*Encoded authorization failure message:.*$", re.S)
 class AwsFailure(ProvisionError):
     """An AWS call failed. ``code`` is the exit code it maps to; ``aws_code`` the AWS error code."""
 
-    def __init__(self, message: str, code: int, *, aws_code: str | None = None, action: str | None = None):
-        super().__init__(message, code)
+    def __init__(self, message: str, code: int, *, aws_code: str | None = None, action: str | None = None,
+                 unexpected: bool = False):
+        super().__init__(message, code, unexpected=unexpected)
         self.aws_code = aws_code
         self.action = action
 
@@ -144,7 +145,7 @@ def translate(exc: BaseException, what: str | None = None) -> AwsFailure:
     if isinstance(exc, bx.BotoCoreError):
         return AwsFailure(f"AWS SDK error{on}: {one_line(exc)}", exitcodes.ERROR)
     generic = unexpected(exc, f"calling {what}" if what else "")
-    return AwsFailure(str(generic), generic.code)
+    return AwsFailure(str(generic), generic.code, unexpected=True)
 
 
 @contextmanager
@@ -157,4 +158,7 @@ def aws_errors(what: str | None = None) -> Iterator[None]:
     except (KeyboardInterrupt, BrokenPipeError):
         raise
     except Exception as exc:
-        raise translate(exc, what) from exc
+        failure = translate(exc, what)
+        if failure.unexpected and debugging():
+            raise
+        raise failure from exc

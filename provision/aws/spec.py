@@ -151,9 +151,11 @@ def parse_ports(values: list[str] | None) -> list[tuple[int, int]] | None:
             lo = int(lo_s)
             hi = int(hi_s) if sep else lo
         except ValueError:
-            raise UsageError(f"invalid port or range {part!r} in --ports") from None
+            raise UsageError(f"invalid --ports entry {part!r}: expected a port or a range, "
+                             "e.g. 443 or 8000-8100 (comma-separated)") from None
         if not (0 <= lo <= 65535 and 0 <= hi <= 65535) or lo > hi:
-            raise UsageError(f"invalid port or range {part!r} in --ports (0-65535, low-high)")
+            raise UsageError(f"invalid --ports entry {part!r}: ports are 0-65535 and a range is low-high, "
+                             "e.g. 8000-8100")
         ranges.append((lo, hi))
     ranges.sort()
     merged = [ranges[0]]
@@ -196,7 +198,8 @@ def parse_cidrs(values: list[str] | None) -> list[str]:
         try:
             net = ipaddress.ip_network(part, strict=False)
         except ValueError:
-            raise UsageError(f"invalid --cidr {part!r}") from None
+            raise UsageError(f"invalid --cidr {part!r}: expected an IPv4 or IPv6 CIDR, e.g. 10.0.0.0/8 or "
+                             "2001:db8::/32") from None
         text = str(net)
         if text not in out:
             out.append(text)

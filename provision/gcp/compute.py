@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from provision import exitcodes
-from provision.errors import one_line
+from provision.errors import debugging, one_line
 from provision.gcp import spec as S
 from provision.gcp.errors import GcpError
 
@@ -240,7 +240,10 @@ class Compute:
         except (KeyboardInterrupt, BrokenPipeError):
             raise
         except Exception as exc:
-            raise self._other_error(exc, what) from None
+            failure = self._other_error(exc, what)
+            if failure.unexpected and debugging():
+                raise
+            raise failure from None
 
     def _other_error(self, exc: Exception, what: str) -> GcpError:
         """Transport and authentication failures (requests, google.auth), and anything else."""
@@ -251,7 +254,7 @@ class Compute:
         if names & {"DefaultCredentialsError", "RefreshError", "GoogleAuthError"}:
             return GcpError(f"Google Cloud authentication failed while {what}: {one_line(exc)}", exitcodes.DENIED)
         return GcpError(f"unexpected error while {what}: {type(exc).__name__}: {one_line(exc) or '(no message)'} "
-                        "(set APPLIANCE_DEBUG=1 for a traceback)", exitcodes.ERROR)
+                        "(set APPLIANCE_DEBUG=1 for a traceback)", exitcodes.ERROR, unexpected=True)
 
     def _scope_args(self, kind: Kind, project: str | None, region: str | None, zone: str | None) -> dict:
         args: dict[str, str | None] = {"project": project or self.project}

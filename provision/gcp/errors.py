@@ -13,6 +13,7 @@ class GcpError(ProvisionError):
     """A failure to report as one line, with the exit code to return. ``status`` is the HTTP
     status of the API answer behind it, when there was one (404 lets reads mean "absent")."""
 
-    def __init__(self, message: str, code: int = exitcodes.ERROR, *, status: int | None = None):
-        super().__init__(message, code)
+    def __init__(self, message: str, code: int = exitcodes.ERROR, *, status: int | None = None,
+                 unexpected: bool = False):
+        super().__init__(message, code, unexpected=unexpected)
         self.status = status

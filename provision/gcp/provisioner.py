@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from provision import exitcodes
 from provision.command import NextSteps, confirm
-from provision.errors import unexpected
+from provision.errors import debugging, unexpected
 from provision.gcp import plan as P
 from provision.gcp import spec as S
 from provision.gcp.compute import Compute
@@ -157,6 +157,8 @@ def provision(api: Compute, spec: S.DeploymentSpec, out: Output, *, dry_run: boo
     except BrokenPipeError:
         raise
     except Exception as exc:
+        if debugging():
+            raise
         failure = GcpError(str(unexpected(exc, f"applying {current.step.what}")), exitcodes.ERROR)
     if failure is not None:
         for d in decisions:

@@ -285,7 +285,7 @@ def validate_cidr(value: str) -> str:
     try:
         net = ipaddress.ip_network(value, strict=True)
     except ValueError as exc:
-        raise bad(f"invalid --cidr {value!r}: {exc}") from None
+        raise bad(f"invalid --cidr {value!r}: {exc} (expected a network such as 10.8.0.0/16)") from None
     return str(net)
 
 

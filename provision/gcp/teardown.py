@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from provision import exitcodes
 from provision.command import NextSteps, confirm
-from provision.errors import unexpected
+from provision.errors import debugging, unexpected
 from provision.gcp import plan as P
 from provision.gcp import spec as S
 from provision.gcp.compute import KINDS, Compute
@@ -118,6 +118,8 @@ def deprovision(api: Compute, name: str, out: Output, *, dry_run: bool = False, 
     except BrokenPipeError:
         raise
     except Exception as exc:
+        if debugging():
+            raise
         failure = GcpError(str(unexpected(exc, f"deleting {current['label']} {current['name']}")), exitcodes.ERROR)
     if failure is not None:
         current["action"] = "failed"

@@ -309,12 +309,13 @@ HEX17 = "0a1b2c3d4e5f67890"
      "invalid --target-nlb 'arn:aws:elasticloadbalancing:us-east-1:1:loadbalancer/app/x/1': expected a network "
      "load balancer ARN, e.g. arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/net/mirror/"),
     (("--vpc", VPC, "--region", "useast1"), "invalid --region 'useast1': expected an AWS region code such as us-east-1"),
-    (("--vpc", VPC, "--ports", "80,abc"), "invalid port or range 'abc'"),
-    (("--vpc", VPC, "--ports", "90-80"), "invalid port or range '90-80'"),
+    (("--vpc", VPC, "--ports", "80,abc"), "invalid --ports entry 'abc': expected a port or a range, e.g. 443 or "
+                                          "8000-8100"),
+    (("--vpc", VPC, "--ports", "90-80"), "invalid --ports entry '90-80': ports are 0-65535 and a range is low-high"),
     (("--vpc", VPC, "--ports", "1,3,5"), "the filter would need 12 rules but AWS allows 10"),
     (("--vpc", VPC, "--protocol", "all", "--ports", "80"), "--ports needs --protocol tcp"),
     (("--vpc", VPC, "--protocol", "icmp"), "invalid --protocol 'icmp'"),
-    (("--vpc", VPC, "--cidr", "10.0.0.300/8"), "invalid --cidr"),
+    (("--vpc", VPC, "--cidr", "10.0.0.300/8"), "invalid --cidr '10.0.0.300/8': expected an IPv4 or IPv6 CIDR"),
     (("--vpc", VPC, "--vni", "0"), "--vni must be between 1 and 16777215"),
     (("--vpc", VPC, "--vni", "16777216"), "--vni must be between 1 and 16777215"),
     (("--vpc", VPC, "--vni", "5", "--vni-mode", "per-session"), "--vni sets the one VNI"),

@@ -151,3 +151,22 @@ def test_first_run_json_result_is_complete(harness, cli):
     result = json.loads(out)["result"]
     assert result["complete"] is True and result["next_steps"] is None and result["not_changed"] == []
     assert len(result["changed"]) == 10
+
+
+def test_ctrl_c_mid_apply_reports_what_was_done_and_exits_130(harness, cli):
+    harness.preflight()
+    harness.state()
+    harness.discovery(vpc_enis(), vpc_instances(), TYPES)
+    harness.ec2_stub.add_response("create_traffic_mirror_target", {"TrafficMirrorTarget": target(1)},
+                                  {"NetworkLoadBalancerArn": NLB_ARN, "Description": ANY, "TagSpecifications": ANY})
+
+    def ctrl_c(**_):  # the user presses Ctrl-C while the filter is being created
+        raise KeyboardInterrupt
+
+    harness.ec2.meta.events.register("provide-client-params.ec2.CreateTrafficMirrorFilter", ctrl_c)
+    code, out, err = cli(*BASE)
+    harness.verify()
+    assert code == exitcodes.INTERRUPTED
+    assert err == "appliance: error: interrupted during CreateTrafficMirrorFilter\n"
+    assert f"Changed before the run ended: created target {tgt_id(1)}" in out
+    assert "To undo, remove everything this deployment created:\n  appliance deprovision aws --name prod" in out

@@ -79,3 +79,28 @@ def test_auto_approve_is_an_alias_of_yes(fake, run):
     assert code == 0, err
     assert "Apply" not in err
     assert len(fake.inserts()) == 9
+
+
+def test_ctrl_c_mid_apply_says_what_exists_and_how_to_go_on(fake):
+    """A real SIGINT to the running command, sent while it waits for the answer to its request to
+    create the health check (the hook runs in the server before it answers)."""
+    import os
+    import signal
+    import sys
+    from pathlib import Path
+
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"),
+           "GOOGLE_APPLICATION_CREDENTIALS": "/nonexistent/credentials.json", "APPLIANCE_GCP_POLL_INTERVAL": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "appliance", *argv(fake), "--yes"], env=env, text=True,
+                            cwd=Path(__file__).resolve().parents[2], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    fake.on("POST", r"/healthChecks$", lambda f, call: os.kill(proc.pid, signal.SIGINT))
+    try:
+        out, err = proc.communicate(timeout=90)
+    finally:
+        proc.kill()
+    assert proc.returncode == exitcodes.INTERRUPTED, err
+    assert errors(err)[-1].startswith("appliance: error: interrupted while applying health check demo-hc")
+    assert ("Changed before the stop: created firewall rule demo-allow-health; created firewall rule "
+            "demo-allow-mirrored.") in out
+    assert "To undo, remove everything this deployment created:" in out

@@ -27,7 +27,7 @@ CASES = [
     (many("--instance", "us-central1-a/vm-{}", 51), False, "too many mirrored instances: 51 given, the Packet Mirroring API allows at most 50 --instance per policy"),
     ([], False, "nothing to mirror: give at least one --subnet, --tag or --instance"),
     (["--tag", "web", "--cidr", "10.0.0.1/8"], False, "invalid --cidr '10.0.0.1/8': 10.0.0.1/8 has host bits set"),
-    (["--tag", "web", "--cidr", "nope"], False, "invalid --cidr 'nope'"),
+    (["--tag", "web", "--cidr", "nope"], False, "(expected a network such as 10.8.0.0/16)"),
     (["--tag", "web", "--protocol", "http"], False, "invalid --protocol 'http': use one of tcp, udp, icmp, esp, ah, ipip, sctp or an IP protocol number 0-255"),
     (["--tag", "web", "--protocol", "300"], False, "invalid --protocol '300'"),
     (["--tag", "web", "--direction", "sideways"], False, "invalid --direction 'sideways': use ingress, egress or both"),
