@@ -17,6 +17,9 @@ def status(api: Compute, name: str, out: Output, *, as_json: bool = False) -> in
     names = S.resource_names(name)
     pol = api.get("packet_mirroring", names["packet_mirroring"])
     if pol is None or not S.owned_by(pol.get("description"), name):
+        if as_json:
+            out.json({"cloud": "gcp", "deployment": name, "project": api.project, "region": api.region,
+                      "found": False})
         raise GcpError(
             f"no deployment {name!r} in project {api.project}, region {api.region} "
             f"(packet mirroring policy {names['packet_mirroring']} not found)",
@@ -27,6 +30,7 @@ def status(api: Compute, name: str, out: Output, *, as_json: bool = False) -> in
         "deployment": name,
         "project": api.project,
         "region": api.region,
+        "found": True,
         "policy": {
             "name": pol["name"],
             "enabled": pol.get("enable", "TRUE") == "TRUE",

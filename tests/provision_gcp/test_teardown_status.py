@@ -208,6 +208,10 @@ def test_status_lists_deployments_across_pages(run, fake):
 
 
 def test_status_of_an_unknown_deployment_is_exit_7(run, fake):
+    code, out, _ = run("provision", "gcp", "status", *LOC, "--name", "nope", "--json")
+    assert code == exitcodes.NOT_FOUND
+    assert json.loads(out) == {"cloud": "gcp", "deployment": "nope", "project": PROJECT, "region": REGION,
+                               "found": False}
     code, _, err = run("provision", "gcp", "status", *LOC, "--name", "nope")
     assert code == exitcodes.NOT_FOUND
     assert err == f"appliance: error: no deployment 'nope' in project {PROJECT}, region {REGION} (packet mirroring policy nope-pm not found)\n"
