@@ -8,6 +8,8 @@ against) it, so a script can rely on the same number meaning the same thing on e
 
 from __future__ import annotations
 
+import textwrap
+
 OK = 0
 ERROR = 1
 USAGE = 2
@@ -36,7 +38,8 @@ MEANING: dict[int, str] = {
 def epilog() -> str:
     """The ``exit codes:`` block of every provisioning command's ``--help``."""
     width = max(len(str(code)) for code in MEANING)
-    lines = [f"  {code:<{width}}  {text}" for code, text in MEANING.items()]
+    lines = [textwrap.fill(text, 96, initial_indent=f"  {code:<{width}}  ", subsequent_indent=" " * (width + 4))
+             for code, text in MEANING.items()]
     return "exit codes (the same on AWS and GCP):\n" + "\n".join(lines) + "\n"
 
 
