@@ -1,12 +1,28 @@
-"""Execute a plan. Per-ENI failures are recorded and the run continues; permission problems
-and failures to create the target or filter stop it (nothing after them can succeed)."""
+"""Execute a plan. Per-ENI failures are recorded and the run continues; permission problems,
+quotas, unexpected errors, interrupts and failures to create the target or filter stop it
+(nothing after them can succeed, or the state is no longer known). Whatever happens, every
+item ends with a status, so the summary can say exactly what was changed."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from provision.aws.errors import EXIT_OK, EXIT_PARTIAL, AwsFailure, aws_errors
+from provision import exitcodes
+from provision.aws.errors import AwsFailure, aws_errors, iam_action
 from provision.aws.planner import NEW_FILTER, NEW_TARGET, Item, Plan
+
+# The EC2 operation behind each planned op (for messages and the JSON plan).
+OPERATIONS = {
+    "create-target": "CreateTrafficMirrorTarget",
+    "create-filter": "CreateTrafficMirrorFilter",
+    "create-rule": "CreateTrafficMirrorFilterRule",
+    "delete-rule": "DeleteTrafficMirrorFilterRule",
+    "delete-filter": "DeleteTrafficMirrorFilter",
+    "delete-target": "DeleteTrafficMirrorTarget",
+    "create-session": "CreateTrafficMirrorSession",
+    "modify-session": "ModifyTrafficMirrorSession",
+    "delete-session": "DeleteTrafficMirrorSession",
+}
 
 
 @dataclass
@@ -21,10 +37,24 @@ class ApplyResult:
     @property
     def exit_code(self) -> int:
         if self.aborted is not None:
-            return self.aborted.exit_code
+            return self.aborted.code
         if any(i.status in ("failed", "blocked") for i in self.plan.items):
-            return EXIT_PARTIAL
-        return EXIT_OK
+            return exitcodes.PARTIAL
+        return exitcodes.OK
+
+    @property
+    def done(self) -> list[Item]:
+        """Changes that were made."""
+        return [i for i in self.plan.items if i.op and i.status == "ok"]
+
+    @property
+    def undone(self) -> list[Item]:
+        """Changes that were planned but not made (failed, blocked or never attempted)."""
+        return [i for i in self.plan.items if i.op and i.status != "ok"]
+
+    @property
+    def complete(self) -> bool:
+        return not self.undone
 
     def live_sessions(self) -> list[dict]:
         """Sessions of the deployment that exist after the run (for the session map)."""
@@ -50,7 +80,7 @@ def _resolve(params: dict, ctx: dict) -> dict:
 
 def _run(ec2, item: Item, ctx: dict) -> None:
     params = _resolve(item.params, ctx)
-    with aws_errors():
+    with aws_errors(iam_action(OPERATIONS.get(item.op or "", item.op or "?"))):
         if item.op == "create-target":
             resp = ec2.create_traffic_mirror_target(**params)
             item.id = ctx["target"] = resp["TrafficMirrorTarget"]["TrafficMirrorTargetId"]
@@ -80,7 +110,12 @@ def _run(ec2, item: Item, ctx: dict) -> None:
 
 
 def apply_plan(plan: Plan, ec2, progress=None) -> ApplyResult:
-    """Run every item with an ``op`` in plan order, recording status and errors on the items."""
+    """Run every item with an ``op`` in plan order, recording status and errors on the items.
+
+    Never raises for a failed call: the failure is recorded on its item, and on the result
+    when it stops the run (``aborted``). A Ctrl-C stops the run the same way (exit 130), so
+    the caller can still report what was done.
+    """
     ctx = {"target": plan.target_id, "filter": plan.filter_id}
     result = ApplyResult(plan)
     failed_sessions: set[str] = set()
@@ -105,6 +140,12 @@ def apply_plan(plan: Plan, ec2, progress=None) -> ApplyResult:
                 failed_sessions.add(item.id)
             if exc.fatal or item.op in ("create-target", "create-filter"):
                 result.aborted = exc
+        except KeyboardInterrupt:
+            # The call may or may not have reached AWS: say so rather than guess.
+            item.status = "failed"
+            item.error = "interrupted during the call: it may or may not have taken effect"
+            result.aborted = AwsFailure(f"interrupted during {OPERATIONS.get(item.op, item.op)}",
+                                        exitcodes.INTERRUPTED)
         if progress is not None:
             progress(item)
     return result

@@ -8,26 +8,24 @@ from __future__ import annotations
 
 import argparse
 
-EXIT_CODES = """\
-exit codes:
-  0    success (dry run, no changes, or all changes applied)
-  1    error: an AWS call failed after retries, NLB without a UDP 4789 listener, ...
-  2    usage: bad or conflicting arguments, unknown profile, no region
-  3    partial failure: finished, but some per-ENI or per-resource actions failed
-  4    permission denied (the message names the denied IAM action) or no/invalid credentials
-  130  interrupted
-"""
+from provision import exitcodes
+from provision.command import add_approve_flag, add_output_flags, guarded
+
+EXIT_CODES = exitcodes.epilog()
 
 PROVISION_EPILOG = EXIT_CODES + """
 examples:
-  appliance provision aws --vpc vpc-0abc1234 --name prod \\
+  appliance provision aws --vpc vpc-0a1b2c3d4e5f67890 --name prod --region us-east-1 \\
       --target-nlb arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/net/mirror/0123456789abcdef --dry-run
-  appliance provision aws --vpc vpc-0abc1234 --name prod --tag team=payments --ports 80,443,8080
-  appliance provision aws --vpc vpc-0abc1234 --name prod --watch --interval 60
-  appliance provision aws status --name prod
+  appliance provision aws --vpc vpc-0a1b2c3d4e5f67890 --name prod --tag team=payments --ports 443,8000-8100
+  appliance provision aws --vpc vpc-0a1b2c3d4e5f67890 --name prod --yes --watch --interval 60
+  appliance provision aws status --name prod --output json
   appliance deprovision aws --name prod
 
-see provision/aws/README.md for the IAM policy and the session map.
+Before planning, every resource named on the command line is looked up (a missing one is
+reported with its flag, exit 2). An apply asks for confirmation unless --yes is given; without
+a terminal on stdin it refuses rather than wait. See provision/aws/README.md for the IAM policy
+and the session map.
 """
 
 
@@ -51,6 +49,7 @@ def _common(parser: argparse.ArgumentParser, *, sub: bool = False, name_required
                              "/var/lib/appliance/sessions.json)")
     parser.add_argument("--no-session-map", action="store_true", default=d(False),
                         help="do not write (or remove) the session map")
+    add_output_flags(parser, suppress=sub)
 
 
 def register(provision_sub, deprovision_sub) -> None:
@@ -64,7 +63,7 @@ def register(provision_sub, deprovision_sub) -> None:
         formatter_class=fmt,
     )
     _common(p)
-    p.add_argument("--vpc", metavar="VPC_ID", help="VPC whose ENIs are mirrored (required)")
+    p.add_argument("--vpc", metavar="VPC_ID", help="VPC whose ENIs are mirrored, e.g. vpc-0a1b2c3d4e5f67890 (required)")
 
     sel = p.add_argument_group("source selection")
     sel.add_argument("--subnet", action="append", metavar="SUBNET_ID", help="only ENIs in this subnet (repeatable)")
@@ -88,7 +87,7 @@ def register(provision_sub, deprovision_sub) -> None:
 
     flt = p.add_argument_group("filter (default: all TCP, both directions, DNS excluded)")
     flt.add_argument("--ports", action="append", metavar="LIST",
-                     help="service ports, e.g. 80,443,8000-8100 (matched as local or remote port)")
+                     help="service ports, e.g. 443,8000-8100 (matched as local or remote port; each entry takes 4 of the 10 filter rules)")
     flt.add_argument("--cidr", action="append", metavar="CIDR",
                      help="only traffic with peers in this CIDR (repeatable; default 0.0.0.0/0; ::/0 for IPv6)")
     flt.add_argument("--protocol", action="append", metavar="PROTO",
@@ -105,10 +104,11 @@ def register(provision_sub, deprovision_sub) -> None:
 
     run = p.add_argument_group("run")
     run.add_argument("--dry-run", action="store_true", help="print the plan; call no mutating API")
-    run.add_argument("--watch", action="store_true", help="keep reconciling (new instances are attached)")
+    add_approve_flag(run)
+    run.add_argument("--watch", action="store_true", help="keep reconciling (new instances are attached); needs --yes")
     run.add_argument("--interval", type=float, metavar="S", help="seconds between reconciles with --watch (default 60)")
     run.add_argument("--max-iterations", type=int, default=None, help=argparse.SUPPRESS)
-    p.set_defaults(func=_provision)
+    p.set_defaults(func=_handler("provision", p))
 
     sub = p.add_subparsers(dest="aws_command", metavar="{status}")
     st = sub.add_parser(
@@ -120,8 +120,7 @@ def register(provision_sub, deprovision_sub) -> None:
         formatter_class=fmt,
     )
     _common(st, sub=True)
-    st.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    st.set_defaults(func=_status)
+    st.set_defaults(func=_handler("status", st))
 
     d = deprovision_sub.add_parser(
         "aws",
@@ -134,22 +133,17 @@ def register(provision_sub, deprovision_sub) -> None:
     )
     _common(d, name_required=True)
     d.add_argument("--dry-run", action="store_true", help="print what would be deleted; delete nothing")
-    d.set_defaults(func=_deprovision)
+    add_approve_flag(d)
+    d.set_defaults(func=_handler("deprovision", d))
 
 
-def _provision(args) -> int:
-    from provision.aws import runner
+def _handler(command: str, parser: argparse.ArgumentParser):
+    """The guarded handler of ``command``; runner (botocore, rich) is imported only when it runs."""
 
-    return runner.provision(args)
+    def run(args) -> int:
+        from provision.aws import runner
 
+        return getattr(runner, command)(args, parser)
 
-def _status(args) -> int:
-    from provision.aws import runner
-
-    return runner.status(args)
-
-
-def _deprovision(args) -> int:
-    from provision.aws import runner
-
-    return runner.deprovision(args)
+    run.__name__ = run.__qualname__ = f"_{command}"
+    return guarded(run)

@@ -7,8 +7,9 @@ returning real clients that carry a ``botocore.stub.Stubber`` (or run under moto
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 DEFAULT_RETRY_MODE = "standard"
 DEFAULT_MAX_ATTEMPTS = 10
@@ -57,13 +58,17 @@ def make_clients(region: str | None, profile: str | None, retry_mode: str | None
     import boto3
 
     from provision.aws.errors import aws_errors
+    from provision.aws.spec import validate_region
 
-    with aws_errors():
+    with aws_errors("creating the AWS session"):
         session = boto3.Session(profile_name=profile, region_name=region)
         if not session.region_name:
             from botocore.exceptions import NoRegionError
 
             raise NoRegionError()
+    if not region:
+        validate_region(session.region_name, "AWS region (from AWS_REGION, AWS_DEFAULT_REGION or the profile)")
+    with aws_errors("creating the EC2 client"):
         config = retry_config(retry_mode, max_attempts)
         ec2 = session.client("ec2", config=config)
     return Clients(ec2=ec2, _elbv2_factory=lambda: session.client("elbv2", config=config),

@@ -35,7 +35,7 @@ class Eni:
     selected: bool = False
     reason: str | None = None  # why it is skipped
 
-    def skip(self, reason: str) -> "Eni":
+    def skip(self, reason: str) -> Eni:
         self.selected = False
         self.reason = reason
         return self
@@ -115,7 +115,7 @@ def describe_instance_types(ec2, types: list[str], cache: dict[str, dict | None]
         try:
             infos = paginate(ec2, "describe_instance_types", "InstanceTypes", InstanceTypes=chunk)
         except AwsFailure as exc:
-            if exc.code != "InvalidInstanceType":
+            if exc.aws_code != "InvalidInstanceType":
                 raise
             infos = []  # an unknown type: fall back to the documented family lists
         for info in infos:

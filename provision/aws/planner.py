@@ -51,6 +51,9 @@ class Plan:
     filter_id: str | None = None
     blockers: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Accept rules of the desired filter that mirror any address (0.0.0.0/0, ::/0), in words:
+    # shown prominently in every plan.
+    any_address: list[str] = field(default_factory=list)
 
     @property
     def changes(self) -> list[Item]:
@@ -195,6 +198,8 @@ def build_plan(spec: DeploymentSpec, state: MirrorState, enis: list[Eni],
 
     # -- filter and rules -----------------------------------------------------------------
     desired = spec.rules
+    plan.any_address = [f"filter rule {r.direction} #{r.number} accepts {r.src_cidr} -> {r.dst_cidr} "
+                        f"(peer {r.peer_cidr}: any address)" for r in desired if r.action == "accept" and r.any_address]
     our_filters = state.our_filters
     filter_id = state.most_used("TrafficMirrorFilterId", [f["TrafficMirrorFilterId"] for f in our_filters])
     rule_items: list[Item] = []
@@ -237,7 +242,7 @@ def build_plan(spec: DeploymentSpec, state: MirrorState, enis: list[Eni],
     keeps: list[Item] = []
     skips: list[Item] = []
 
-    vni_count: dict[int, int] = defaultdict(int)
+    vni_count: dict[int | None, int] = defaultdict(int)
     for s in state.our_sessions:
         if s.get("VirtualNetworkId") is not None:
             vni_count[s["VirtualNetworkId"]] += 1
@@ -306,7 +311,7 @@ def build_plan(spec: DeploymentSpec, state: MirrorState, enis: list[Eni],
                 keeps.append(Item("keep", "session", sid, eni=eni.id, instance=eni.instance_id,
                                   detail=f"session #{session.get('SessionNumber')}, VNI {vni}", info=info))
             continue
-        number = free_session_number({s.get("SessionNumber") for s in foreign})
+        number = free_session_number({int(s["SessionNumber"]) for s in foreign if s.get("SessionNumber") is not None})
         if number is None:  # cannot happen with the 3-session limit, but be explicit
             skips.append(Item("skip", "eni", eni.id, eni=eni.id, instance=eni.instance_id, detail="no free session number"))
             continue

@@ -1,38 +1,51 @@
 """The three commands: provision (once or --watch), status, deprovision.
 
 Imported only when a command runs (it pulls in botocore and rich); ``cli.register`` stays light.
+Every failure is raised as a :class:`provision.errors.ProvisionError` (``AwsFailure``,
+``UsageError``); the CLI's guard prints it as one line with its exit code.
+
+Order of a provision run: validate the arguments → check that what they name exists
+(``preflight``) → read the deployment → discover ENIs → plan → show the plan → confirm → apply
+→ summary (with the exact commands to finish or undo when the apply stopped part-way).
 """
 
 from __future__ import annotations
 
-import json
+import argparse
+import shlex
 import sys
 import time
 from dataclasses import dataclass
 
-from appliance.cli import CliError
+from provision import exitcodes
 from provision.aws import clients as clients_mod
 from provision.aws import constants as C
-from provision.aws import sessionmap
+from provision.aws import preflight, sessionmap
 from provision.aws.apply import apply_plan
 from provision.aws.discovery import discover, lookup_enis
-from provision.aws.errors import EXIT_DENIED, EXIT_ERROR, EXIT_OK, EXIT_USAGE, AwsFailure
-from provision.aws.planner import build_plan, build_teardown_plan
-from provision.aws.render import make_console, render_plan, render_status, render_summary
-from provision.aws.spec import DeploymentSpec, UsageError, build_spec, validate_name
-from provision.aws.state import MirrorState, fetch_state, paginate
+from provision.aws.planner import Plan, build_plan, build_teardown_plan
+from provision.aws.render import (
+    make_console,
+    plan_document,
+    print_json,
+    render_plan,
+    render_status,
+    render_summary,
+)
+from provision.aws.spec import DeploymentSpec, UsageError, build_spec, validate_name, validate_region
+from provision.aws.state import MirrorState, fetch_state
+from provision.command import NextSteps, command_line, confirm, wants_json
+from provision.errors import ProvisionError
 
 
 @dataclass
 class Options:
     dry_run: bool = False
     session_map: str | None = None  # None: do not write
-
-
-def _cli_error(exc: AwsFailure | UsageError) -> CliError:
-    if isinstance(exc, UsageError):
-        return CliError(str(exc), EXIT_USAGE)
-    return CliError(str(exc), exc.exit_code)
+    assume_yes: bool = False
+    as_json: bool = False
+    json_lines: bool = False  # --watch with JSON: one compact document per round
+    next_steps: NextSteps | None = None
 
 
 def _warn(message: str) -> None:
@@ -57,105 +70,134 @@ def _write_map(path: str | None, name: str, region: str | None, vpc: str | None,
 
 def _clients(args):
     if args.max_attempts is not None and args.max_attempts < 1:
-        raise CliError("--max-attempts must be at least 1", EXIT_USAGE)
-    try:
-        return clients_mod.make_clients(args.region, args.profile, args.retry_mode, args.max_attempts)
-    except AwsFailure as exc:
-        raise _cli_error(exc) from None
+        raise UsageError(f"invalid --max-attempts {args.max_attempts}: must be at least 1")
+    if args.region:
+        validate_region(args.region)
+    return clients_mod.make_clients(args.region, args.profile, args.retry_mode, args.max_attempts)
 
 
-def check_nlb_listener(elbv2, arn: str) -> str | None:
-    """None if the NLB has a UDP (or TCP_UDP) listener on 4789, else the problem in one line."""
-    listeners = paginate(elbv2, "describe_listeners", "Listeners", LoadBalancerArn=arn)
-    for listener in listeners:
-        if listener.get("Port") == C.VXLAN_PORT and listener.get("Protocol") in ("UDP", "TCP_UDP"):
-            return None
-    found = ", ".join(f"{l.get('Protocol')}:{l.get('Port')}" for l in listeners) or "none"
-    return (f"NLB {arn} has no UDP listener on port {C.VXLAN_PORT} (listeners: {found}), so mirrored VXLAN "
-            "traffic would be dropped: add one, or pass --skip-listener-check")
+def _show_plan(plan: Plan, opts: Options, console, title: str, *, prompting: bool) -> None:
+    """Text: the plan on stdout. JSON: stdout is kept for the document; the table goes to
+    stderr only when a person is about to be asked to confirm it."""
+    if not opts.as_json:
+        render_plan(console, plan, title=title, dry_run=opts.dry_run)
+    elif prompting:
+        render_plan(make_console(sys.stderr), plan, title=title, dry_run=opts.dry_run)
+
+
+def _print_doc(doc: dict, opts: Options) -> None:
+    if opts.json_lines:
+        import json
+
+        print(json.dumps(doc, sort_keys=True, default=str), flush=True)
+    else:
+        print_json(doc)
+
+
+def undo_command(name: str, region: str | None, profile: str | None) -> str:
+    words = ["appliance", "deprovision", "aws", "--name", name]
+    if region:
+        words += ["--region", region]
+    if profile:
+        words += ["--profile", profile]
+    return shlex.join(words)
 
 
 # -- provision ---------------------------------------------------------------------------------
 
 
 def reconcile_once(spec: DeploymentSpec, clients, opts: Options, console, type_cache: dict | None = None) -> int:
-    """Discover, plan, print the plan, apply it (unless dry run), print the summary. Returns the exit code."""
+    """Check, discover, plan, show the plan, confirm and apply it (unless dry run), show the
+    summary. Returns the exit code; raises ProvisionError for a run that cannot go on."""
     ec2 = clients.ec2
-    try:
-        state = fetch_state(ec2, spec.name)
-        conflicts = state.vpc_conflicts(spec.vpc)
-        if conflicts:
-            raise UsageError(f"deployment {spec.name} already has resources in another VPC: "
-                             f"{', '.join(conflicts[:3])}; use another --name")
-        blockers = []
-        if spec.target.kind == "nlb" and spec.check_listener:
-            problem = check_nlb_listener(clients.elbv2, spec.target.value)
-            if problem:
-                blockers.append(problem)
-        enis = discover(ec2, spec, state, type_cache)
-        known = {e.id for e in enis}
-        orphan_ids = sorted({s["NetworkInterfaceId"] for s in state.our_sessions} - known)
-        orphans = lookup_enis(ec2, orphan_ids) if orphan_ids else {}
-        plan = build_plan(spec, state, enis, {i: orphans.get(i) for i in orphan_ids})
-    except (AwsFailure, UsageError) as exc:
-        raise _cli_error(exc) from None
-    plan.blockers += blockers
+    preflight.check(clients, spec)
+    state = fetch_state(ec2, spec.name)
+    conflicts = state.vpc_conflicts(spec.vpc)
+    if conflicts:
+        raise UsageError(f"deployment {spec.name} already has resources in another VPC: "
+                         f"{', '.join(conflicts[:3])}; use another --name")
+    preflight.check_target_id(spec, state, clients.region)
+    enis = discover(ec2, spec, state, type_cache)
+    known = {e.id for e in enis}
+    orphan_ids = sorted({s["NetworkInterfaceId"] for s in state.our_sessions} - known)
+    orphans = lookup_enis(ec2, orphan_ids) if orphan_ids else {}
+    plan = build_plan(spec, state, enis, {i: orphans.get(i) for i in orphan_ids})
 
+    region = clients.region or "?"
     mode = "dry run" if opts.dry_run else "apply"
-    title = f"Plan ({mode}) for deployment {spec.name} in {spec.vpc}, region {clients.region or '?'}"
-    render_plan(console, plan, title=title, dry_run=opts.dry_run)
+    title = f"Plan ({mode}) for deployment {spec.name} in {spec.vpc}, region {region}"
+    prompting = bool(plan.changes) and not opts.dry_run and not opts.assume_yes and not plan.blockers
+    _show_plan(plan, opts, console, title, prompting=prompting)
     if plan.blockers:
-        raise CliError(plan.blockers[0], EXIT_ERROR)
-    if opts.dry_run:
-        return EXIT_OK
-    if not plan.changes:
-        console.print("No changes: the deployment already matches.")
-        live = [i.info for i in plan.items if i.kind == "session" and i.action == "keep"]
-        _write_map(opts.session_map, spec.name, clients.region, spec.vpc, live)
-        return EXIT_OK
+        raise ProvisionError(plan.blockers[0], exitcodes.ERROR)
+    if opts.dry_run or not plan.changes:
+        if opts.as_json:
+            _print_doc(plan_document(plan, command="provision", region=clients.region, dry_run=opts.dry_run), opts)
+        if not opts.dry_run:
+            if not opts.as_json:
+                console.print("No changes: the deployment already matches.")
+            live = [i.info for i in plan.items if i.kind == "session" and i.action == "keep"]
+            _write_map(opts.session_map, spec.name, clients.region, spec.vpc, live)
+        return exitcodes.OK
+
+    confirm(f"{len(plan.changes)} change(s) to deployment {spec.name} in {region}", assume_yes=opts.assume_yes)
     result = apply_plan(plan, ec2)
-    render_summary(console, result)
+    if opts.as_json:
+        _print_doc(plan_document(plan, command="provision", region=clients.region, dry_run=False, result=result,
+                                 next_steps=opts.next_steps), opts)
+    else:
+        render_summary(console, result, next_steps=opts.next_steps)
     _write_map(opts.session_map, spec.name, clients.region, spec.vpc, result.live_sessions())
     if result.aborted is not None:
-        raise CliError(str(result.aborted), result.exit_code)
+        raise result.aborted
     return result.exit_code
 
 
 def watch(spec: DeploymentSpec, clients, opts: Options, console, interval: float,
           max_iterations: int | None = None, sleep=time.sleep) -> int:
     """Reconcile every ``interval`` seconds. Transient errors are reported and retried next round;
-    usage and permission errors stop the loop. Returns the last iteration's exit code."""
+    usage and permission errors and interrupts stop the loop. Returns the last round's exit code."""
     type_cache: dict = {}
     iteration = 0
-    code = EXIT_OK
+    code = exitcodes.OK
+    say = make_console(sys.stderr) if opts.as_json else console
     while True:
         iteration += 1
-        console.print(f"[bold]reconcile #{iteration}[/bold] at {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        say.print(f"[bold]reconcile #{iteration}[/bold] at {time.strftime('%Y-%m-%d %H:%M:%S')}")
         try:
             code = reconcile_once(spec, clients, opts, console, type_cache)
-        except CliError as exc:
-            if exc.code in (EXIT_USAGE, EXIT_DENIED):
+        except ProvisionError as exc:
+            if exc.code in (exitcodes.USAGE, exitcodes.DENIED, exitcodes.INTERRUPTED):
                 raise
             print(f"appliance: error: {exc}", file=sys.stderr)
             code = exc.code
         if max_iterations is not None and iteration >= max_iterations:
             return code
-        console.print(f"next reconcile in {interval:g}s (Ctrl-C to stop)")
+        say.print(f"next reconcile in {interval:g}s (Ctrl-C to stop)")
         sleep(interval)
 
 
-def provision(args) -> int:
-    try:
-        spec = build_spec(args)
-    except UsageError as exc:
-        raise _cli_error(exc) from None
+def provision(args, parser: argparse.ArgumentParser | None = None) -> int:
+    spec = build_spec(args)
     if args.interval is not None and args.interval <= 0:
-        raise CliError("--interval must be a positive number of seconds", EXIT_USAGE)
+        raise UsageError(f"invalid --interval {args.interval:g}: must be a positive number of seconds")
     if args.interval is not None and not args.watch:
-        raise CliError("--interval only applies with --watch", EXIT_USAGE)
+        raise UsageError("--interval only applies with --watch")
+    yes = bool(getattr(args, "yes", False))
+    if args.watch and not args.dry_run and not yes:
+        raise UsageError("--watch applies changes every round without asking: add --yes (or --dry-run to only plan)")
     clients = _clients(args)
     console = make_console()
-    opts = Options(dry_run=args.dry_run, session_map=None if args.dry_run else _session_map_path(args))
+    finish = (command_line(["appliance", "provision", "aws"], parser, args) if parser is not None
+              else "the same command")
+    opts = Options(
+        dry_run=args.dry_run,
+        session_map=None if args.dry_run else _session_map_path(args),
+        assume_yes=yes,
+        as_json=wants_json(args),
+        json_lines=wants_json(args) and args.watch,
+        next_steps=NextSteps(finish=finish, undo=undo_command(spec.name, clients.region, args.profile)),
+    )
     if args.watch:
         return watch(spec, clients, opts, console, interval=args.interval or 60.0,
                      max_iterations=args.max_iterations)
@@ -193,63 +235,76 @@ def collect_status(ec2, name: str) -> tuple[MirrorState, list[dict]]:
     return state, rows
 
 
-def status(args) -> int:
-    try:
-        name = validate_name(args.name)
-    except UsageError as exc:
-        raise _cli_error(exc) from None
+def status(args, parser: argparse.ArgumentParser | None = None) -> int:
+    name = validate_name(args.name)
     clients = _clients(args)
-    try:
-        state, rows = collect_status(clients.ec2, name)
-    except AwsFailure as exc:
-        raise _cli_error(exc) from None
-    if getattr(args, "json", False):
-        doc = {
+    state, rows = collect_status(clients.ec2, name)
+    found = bool(rows or state.our_targets or state.our_filters)
+    if wants_json(args):
+        print_json({
+            "cloud": "aws",
             "deployment": name,
             "region": clients.region,
+            "found": found,
             "sessions": rows,
             "targets": [t["TrafficMirrorTargetId"] for t in state.our_targets],
             "filters": [f["TrafficMirrorFilterId"] for f in state.our_filters],
-        }
-        print(json.dumps(doc, indent=2, sort_keys=True))
-    else:
+        })
+    elif found:
         render_status(make_console(), name, rows, state.our_targets, state.our_filters)
-    if rows or state.our_targets or state.our_filters:
-        _write_map(_session_map_path(args), name, clients.region, None, rows)
-    return EXIT_OK
+    if not found:
+        raise ProvisionError(f"no deployment {name!r} in region {clients.region or '?'}: nothing is tagged "
+                             f"{C.TAG_DEPLOYMENT}={name} (check --name, --region and --profile)", exitcodes.NOT_FOUND)
+    _write_map(_session_map_path(args), name, clients.region, None, rows)
+    return exitcodes.OK
 
 
 # -- deprovision -------------------------------------------------------------------------------
 
 
-def deprovision(args) -> int:
-    try:
-        name = validate_name(args.name)
-    except UsageError as exc:
-        raise _cli_error(exc) from None
+def deprovision(args, parser: argparse.ArgumentParser | None = None) -> int:
+    name = validate_name(args.name)
     clients = _clients(args)
     console = make_console()
-    try:
-        state = fetch_state(clients.ec2, name)
-    except AwsFailure as exc:
-        raise _cli_error(exc) from None
+    as_json = wants_json(args)
+    yes = bool(getattr(args, "yes", False))
+    state = fetch_state(clients.ec2, name)
     plan = build_teardown_plan(state)
+    region = clients.region or "?"
+    opts = Options(dry_run=args.dry_run, assume_yes=yes, as_json=as_json)
+    changes = plan.changes
+    if not changes:
+        if as_json:
+            print_json(plan_document(plan, command="deprovision", region=clients.region, dry_run=args.dry_run))
+        elif not plan.items:
+            console.print(f"Nothing to delete: no resources tagged {C.TAG_DEPLOYMENT}={name} in region {region}.")
+        else:
+            render_plan(console, plan, title=f"Teardown of deployment {name}, region {region}", dry_run=args.dry_run)
+            console.print("Nothing to delete: what remains is used by other deployments.")
+        return exitcodes.OK
     mode = "dry run" if args.dry_run else "apply"
-    if not plan.items:
-        console.print(f"Nothing to delete: no resources tagged {C.TAG_DEPLOYMENT}={name} in region {clients.region or '?'}.")
-        return EXIT_OK
-    render_plan(console, plan, title=f"Teardown ({mode}) of deployment {name}, region {clients.region or '?'}",
-                dry_run=args.dry_run)
+    _show_plan(plan, opts, console, f"Teardown ({mode}) of deployment {name}, region {region}",
+               prompting=not args.dry_run and not yes)
     if args.dry_run:
-        return EXIT_OK
+        if as_json:
+            print_json(plan_document(plan, command="deprovision", region=clients.region, dry_run=True))
+        return exitcodes.OK
+    confirm(f"{len(changes)} deletion(s) of deployment {name} in {region}", assume_yes=yes)
     result = apply_plan(plan, clients.ec2)
-    render_summary(console, result)
+    finish = (command_line(["appliance", "deprovision", "aws"], parser, args) if parser is not None
+              else undo_command(name, clients.region, args.profile))
+    steps = NextSteps(finish=finish)
+    if as_json:
+        print_json(plan_document(plan, command="deprovision", region=clients.region, dry_run=False, result=result,
+                                 next_steps=steps))
+    else:
+        render_summary(console, result, next_steps=steps)
     path = _session_map_path(args)
-    if path and result.exit_code == EXIT_OK:
+    if path and result.exit_code == exitcodes.OK:
         try:
             sessionmap.remove_if_deployment(path, name)
         except OSError as exc:
             _warn(f"cannot remove session map {path}: {exc.strerror or exc}")
     if result.aborted is not None:
-        raise CliError(str(result.aborted), result.exit_code)
+        raise result.aborted
     return result.exit_code

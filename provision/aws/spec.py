@@ -10,20 +10,47 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
+from provision import exitcodes
 from provision.aws import constants as C
+from provision.errors import ProvisionError
 
 
-class UsageError(ValueError):
+class UsageError(ProvisionError):
     """Bad command-line input (exit code 2)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, exitcodes.USAGE)
 
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-VPC_RE = re.compile(r"^vpc-[0-9a-f]{8,17}$")
-SUBNET_RE = re.compile(r"^subnet-[0-9a-f]{8,17}$")
-INSTANCE_RE = re.compile(r"^i-[0-9a-f]{8,17}$")
-ENI_RE = re.compile(r"^eni-[0-9a-f]{8,17}$")
-TARGET_RE = re.compile(r"^tmt-[0-9a-f]{8,17}$")
-NLB_ARN_RE = re.compile(r"^arn:aws[a-z-]*:elasticloadbalancing:[a-z0-9-]+:\d{12}:loadbalancer/net/[^/]+/[0-9a-f]+$")
+
+
+def _resource_id(prefix: str) -> re.Pattern:
+    # EC2 ids are the prefix plus 8 (before 2018) or 17 lowercase hex digits.
+    return re.compile(rf"^{prefix}-(?:[0-9a-f]{{8}}|[0-9a-f]{{17}})$")
+
+
+VPC_RE = _resource_id("vpc")
+SUBNET_RE = _resource_id("subnet")
+INSTANCE_RE = _resource_id("i")
+ENI_RE = _resource_id("eni")
+TARGET_RE = _resource_id("tmt")
+NLB_ARN_RE = re.compile(
+    r"^arn:aws[a-z-]*:elasticloadbalancing:(?P<region>[a-z0-9-]+):\d{12}:loadbalancer/net/[^/]+/[0-9a-f]+$")
+REGION_RE = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d{1,2}$")
+
+# What each id flag expects, as shown in its error message.
+EXAMPLE_HEX = "0a1b2c3d4e5f67890"
+ID_FORMATS: dict[str, tuple[re.Pattern, str]] = {
+    "--vpc": (VPC_RE, f"vpc- and 8 or 17 lowercase hex digits, e.g. vpc-{EXAMPLE_HEX}"),
+    "--subnet": (SUBNET_RE, f"subnet- and 8 or 17 lowercase hex digits, e.g. subnet-{EXAMPLE_HEX}"),
+    "--instance": (INSTANCE_RE, f"i- and 8 or 17 lowercase hex digits, e.g. i-{EXAMPLE_HEX}"),
+    "--exclude-instance": (INSTANCE_RE, f"i- and 8 or 17 lowercase hex digits, e.g. i-{EXAMPLE_HEX}"),
+    "--target-eni": (ENI_RE, f"eni- and 8 or 17 lowercase hex digits, e.g. eni-{EXAMPLE_HEX}"),
+    "--target-id": (TARGET_RE, f"tmt- and 8 or 17 lowercase hex digits, e.g. tmt-{EXAMPLE_HEX}"),
+    "--target-nlb": (NLB_ARN_RE, "a network load balancer ARN, e.g. arn:aws:elasticloadbalancing:us-east-1:"
+                                 "123456789012:loadbalancer/net/mirror/0123456789abcdef"),
+}
 
 PROTOCOL_NAMES = {"tcp": C.PROTO_TCP, "udp": C.PROTO_UDP}
 PROTOCOL_LABELS = {C.PROTO_TCP: "tcp", C.PROTO_UDP: "udp", None: "all"}
@@ -32,14 +59,22 @@ PROTOCOL_LABELS = {C.PROTO_TCP: "tcp", C.PROTO_UDP: "udp", None: "all"}
 def validate_name(name: str) -> str:
     if not NAME_RE.match(name or ""):
         raise UsageError(
-            f"invalid deployment name {name!r}: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"
+            f"invalid --name {name!r}: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
     return name
 
 
-def _check(pattern: re.Pattern, value: str, what: str) -> str:
+def validate_region(region: str, source: str = "--region") -> str:
+    if not REGION_RE.match(region or ""):
+        raise UsageError(f"invalid {source} {region!r}: expected an AWS region code such as us-east-1")
+    return region
+
+
+def check_id(flag: str, value: str) -> str:
+    """``value`` if it has the format ``flag`` expects, else a usage error naming both."""
+    pattern, expected = ID_FORMATS[flag]
     if not pattern.match(value):
-        raise UsageError(f"invalid {what} {value!r}")
+        raise UsageError(f"invalid {flag} {value!r}: expected {expected}")
     return value
 
 
@@ -116,9 +151,11 @@ def parse_ports(values: list[str] | None) -> list[tuple[int, int]] | None:
             lo = int(lo_s)
             hi = int(hi_s) if sep else lo
         except ValueError:
-            raise UsageError(f"invalid port or range {part!r} in --ports") from None
+            raise UsageError(f"invalid --ports entry {part!r}: expected a port or a range, "
+                             "e.g. 443 or 8000-8100 (comma-separated)") from None
         if not (0 <= lo <= 65535 and 0 <= hi <= 65535) or lo > hi:
-            raise UsageError(f"invalid port or range {part!r} in --ports (0-65535, low-high)")
+            raise UsageError(f"invalid --ports entry {part!r}: ports are 0-65535 and a range is low-high, "
+                             "e.g. 8000-8100")
         ranges.append((lo, hi))
     ranges.sort()
     merged = [ranges[0]]
@@ -161,11 +198,15 @@ def parse_cidrs(values: list[str] | None) -> list[str]:
         try:
             net = ipaddress.ip_network(part, strict=False)
         except ValueError:
-            raise UsageError(f"invalid --cidr {part!r}") from None
+            raise UsageError(f"invalid --cidr {part!r}: expected an IPv4 or IPv6 CIDR, e.g. 10.0.0.0/8 or "
+                             "2001:db8::/32") from None
         text = str(net)
         if text not in out:
             out.append(text)
     return out
+
+
+ANY_CIDRS = frozenset({"0.0.0.0/0", "::/0"})
 
 
 def any_cidr(cidr: str) -> str:
@@ -187,6 +228,15 @@ class Rule:
     description: str = field(default="", compare=False)
     rule_id: str | None = field(default=None, compare=False)
 
+    @property
+    def peer_cidr(self) -> str:
+        """The far end of the mirrored traffic (the local end is the mirrored ENI itself)."""
+        return self.src_cidr if self.direction == "ingress" else self.dst_cidr
+
+    @property
+    def any_address(self) -> bool:
+        return self.peer_cidr in ANY_CIDRS
+
     def key(self) -> tuple:
         return (
             self.direction, self.number, self.action, self.protocol,
@@ -195,11 +245,8 @@ class Rule:
 
     def summary(self) -> str:
         proto = PROTOCOL_LABELS.get(self.protocol, str(self.protocol))
-        parts = [f"{self.direction} #{self.number} {self.action} {proto}"]
-        if self.src_cidr not in ("0.0.0.0/0", "::/0") or self.dst_cidr not in ("0.0.0.0/0", "::/0"):
-            parts.append(f"{self.src_cidr} -> {self.dst_cidr}")
-        elif self.src_cidr == "::/0":
-            parts.append("ipv6")
+        # Addresses always shown: 0.0.0.0/0 (any address) must be visible in every plan.
+        parts = [f"{self.direction} #{self.number} {self.action} {proto} {self.src_cidr} -> {self.dst_cidr}"]
         if self.src_ports:
             parts.append("src port " + _ports_text(self.src_ports))
         if self.dst_ports:
@@ -225,7 +272,7 @@ class Rule:
         return params
 
     @classmethod
-    def from_api(cls, data: dict) -> "Rule":
+    def from_api(cls, data: dict) -> Rule:
         def ports(value):
             if not value or value.get("FromPort") is None:
                 return None
@@ -309,12 +356,15 @@ def desired_rules(spec: FilterSpec, name: str) -> list[Rule]:
                                       description=f"{tag} reject DNS {label} {role} port 53"))
                     number += RULE_STEP
         number = ACCEPT_BASE
-        for proto in spec.protocols or [None]:
-            label = PROTOCOL_LABELS.get(proto, str(proto))
+        protocols: list[int | None] = list(spec.protocols) if spec.protocols else [None]
+        for protocol in protocols:
+            label = PROTOCOL_LABELS.get(protocol, str(protocol))
             for peer in spec.cidrs:
                 local = any_cidr(peer)
                 src_cidr, dst_cidr = (peer, local) if direction == "ingress" else (local, peer)
-                for ports in spec.ports or [None]:
+                port_ranges: list[tuple[int, int] | None] = list(spec.ports) if spec.ports else [None]
+                for ports in port_ranges:
+                    variants: list[tuple[tuple[int, int] | None, tuple[int, int] | None, str]]
                     if ports is None:
                         variants = [(None, None, "")]
                     else:
@@ -323,7 +373,7 @@ def desired_rules(spec: FilterSpec, name: str) -> list[Rule]:
                         variants = [(ports, None, " dst port " + _ports_text(ports)),
                                     (None, ports, " src port " + _ports_text(ports))]
                     for dst, src, text in variants:
-                        rules.append(Rule(direction, number, "accept", proto, dst, src, dst_cidr, src_cidr,
+                        rules.append(Rule(direction, number, "accept", protocol, dst, src, dst_cidr, src_cidr,
                                           description=f"{tag} accept {label}{text}"))
                         number += RULE_STEP
     if len(rules) > C.MAX_RULES_PER_FILTER:
@@ -371,20 +421,19 @@ def build_spec(args) -> DeploymentSpec:
     """Validate the argparse namespace of ``appliance provision aws``."""
     name = validate_name(args.name)
     if not args.vpc:
-        raise UsageError("--vpc is required (the VPC whose ENIs are mirrored)")
-    vpc = _check(VPC_RE, args.vpc, "--vpc")
-    subnets = [_check(SUBNET_RE, s, "--subnet") for s in split_list(args.subnet)]
-    instances = [_check(INSTANCE_RE, i, "--instance") for i in split_list(args.instance)]
-    exclude_instances = [_check(INSTANCE_RE, i, "--exclude-instance") for i in split_list(args.exclude_instance)]
+        raise UsageError(f"--vpc is required: the VPC whose ENIs are mirrored ({ID_FORMATS['--vpc'][1]})")
+    vpc = check_id("--vpc", args.vpc)
+    subnets = [check_id("--subnet", s) for s in split_list(args.subnet)]
+    instances = [check_id("--instance", i) for i in split_list(args.instance)]
+    exclude_instances = [check_id("--exclude-instance", i) for i in split_list(args.exclude_instance)]
 
     targets = [(k, v) for k, v in (("nlb", args.target_nlb), ("eni", args.target_eni), ("id", args.target_id)) if v]
     if len(targets) > 1:
         raise UsageError("use only one of --target-nlb, --target-eni, --target-id")
     if targets:
         kind, value = targets[0]
-        pattern, flag = {"nlb": (NLB_ARN_RE, "--target-nlb (a network load balancer ARN)"),
-                         "eni": (ENI_RE, "--target-eni"), "id": (TARGET_RE, "--target-id")}[kind]
-        target = TargetSpec(kind, _check(pattern, value, flag))
+        flag = {"nlb": "--target-nlb", "eni": "--target-eni", "id": "--target-id"}[kind]
+        target = TargetSpec(kind, check_id(flag, value))
     else:
         target = TargetSpec(None)
 
@@ -421,5 +470,5 @@ def build_spec(args) -> DeploymentSpec:
         check_instance_types=not args.skip_instance_type_check,
         check_listener=not args.skip_listener_check,
     )
-    spec.rules  # validate the rule budget now, before any API call
+    desired_rules(spec.filter, spec.name)  # validate the rule budget now, before any API call
     return spec

@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from provision.aws import constants as C
-from provision.aws.errors import aws_errors
+from provision.aws.errors import aws_errors, iam_action
 
 
 def tags_of(resource: dict) -> dict[str, str]:
@@ -39,7 +39,7 @@ def tag_spec(resource_type: str, name: str, vpc: str | None, resource_name: str)
 
 def paginate(client, operation: str, key: str, **kwargs) -> list[dict]:
     items: list[dict] = []
-    with aws_errors():
+    with aws_errors(iam_action("".join(word.title() for word in operation.split("_")))):
         for page in client.get_paginator(operation).paginate(**kwargs):
             items.extend(page.get(key, []))
     return items

@@ -8,21 +8,28 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
+from typing import Any
 
-from provision.gcp.errors import EXIT_CODES, EXIT_USAGE, GcpError
+from provision import exitcodes
+from provision.command import NextSteps, add_approve_flag, add_output_flags, command_line, guarded, wants_json
+from provision.gcp.errors import GcpError
 
 ENDPOINT_ENV = "APPLIANCE_GCP_API_ENDPOINT"
 
-EPILOG = "exit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items()) + (
-    "\n  130  interrupted\n\nsee provision/gcp/README.md for examples and provision/gcp/IAM.md for permissions"
+EPILOG = exitcodes.epilog() + (
+    "\nBefore planning, the project, region and every resource named on the command line are read\n"
+    "(a missing one is reported with its flag, exit 2). An apply asks for confirmation unless --yes\n"
+    "is given; without a terminal on stdin it refuses rather than wait.\n"
+    "see provision/gcp/README.md for examples and provision/gcp/IAM.md for permissions"
 )
 
 
 def _common(p: argparse.ArgumentParser, *, suppress: bool = False) -> None:
-    d = {"default": argparse.SUPPRESS} if suppress else {}
+    d: dict[str, Any] = {"default": argparse.SUPPRESS} if suppress else {}
     p.add_argument("--project", help="project id (default: $CLOUDSDK_CORE_PROJECT or $GOOGLE_CLOUD_PROJECT)", **d)
     p.add_argument("--region", help="region, e.g. us-central1 (default: $CLOUDSDK_COMPUTE_REGION)", **d)
-    p.add_argument("--json", action="store_true", help="machine-readable output on stdout", **d)
+    add_output_flags(p, suppress=suppress)
     p.add_argument(
         "--timeout", metavar="SECONDS", help="give up waiting for one operation after this long (default 900)", **d
     )
@@ -72,7 +79,8 @@ def register(provision_sub, deprovision_sub) -> None:
     col.add_argument("--service-account", help="service account email for collector VMs (default: none)")
     col.add_argument("--target-cpu", default="0.6", help="autoscaler CPU utilisation target (default 0.6)")
     p.add_argument("--dry-run", action="store_true", help="print the plan; make no changes")
-    p.set_defaults(func=_provision)
+    add_approve_flag(p)
+    p.set_defaults(func=_handler(_provision, p))
 
     sub = p.add_subparsers(dest="gcp_command", metavar="{status}")
     st = sub.add_parser(
@@ -85,7 +93,7 @@ def register(provision_sub, deprovision_sub) -> None:
     )
     _common(st, suppress=True)
     st.add_argument("--name", default=argparse.SUPPRESS, help="deployment name (omit to list deployments)")
-    st.set_defaults(func=_status)
+    st.set_defaults(func=_handler(_status, st))
 
     d = deprovision_sub.add_parser(
         "gcp",
@@ -99,30 +107,35 @@ def register(provision_sub, deprovision_sub) -> None:
     _common(d)
     d.add_argument("--name", required=True, help="deployment name")
     d.add_argument("--dry-run", action="store_true", help="show what would be deleted; delete nothing")
-    d.set_defaults(func=_deprovision)
+    add_approve_flag(d)
+    d.set_defaults(func=_handler(_deprovision, d))
 
 
 # ----------------------------------------------------------------------------------- handlers
 
 
-def _cli_error(err: GcpError):
-    from appliance.cli import CliError
+def _handler(fn, parser: argparse.ArgumentParser):
+    """The guarded handler: every failure becomes one line and an exit code (provision.command)."""
 
-    return CliError(str(err), err.code)
+    def run(args) -> int:
+        return fn(args, parser)
+
+    run.__name__ = run.__qualname__ = fn.__name__
+    return guarded(run)
 
 
 def _int(value, flag: str) -> int:
     try:
         return int(str(value).strip())
     except ValueError:
-        raise GcpError(f"invalid {flag} {value!r}: expected an integer", EXIT_USAGE) from None
+        raise GcpError(f"invalid {flag} {value!r}: expected an integer", exitcodes.USAGE) from None
 
 
 def _float(value, flag: str) -> float:
     try:
         return float(str(value).strip())
     except ValueError:
-        raise GcpError(f"invalid {flag} {value!r}: expected a number", EXIT_USAGE) from None
+        raise GcpError(f"invalid {flag} {value!r}: expected a number", exitcodes.USAGE) from None
 
 
 def _location(args):
@@ -133,34 +146,33 @@ def _location(args):
     return S.validate_project(project), S.validate_region(region)
 
 
+def _endpoint(args) -> str | None:
+    return getattr(args, "api_endpoint", None) or os.environ.get(ENDPOINT_ENV) or None
+
+
 def _api(args, project: str, region: str):
     from provision.gcp.compute import Compute
 
     timeout = getattr(args, "timeout", None)
     timeout = _float(timeout, "--timeout") if timeout is not None else 900.0
     if timeout <= 0:
-        raise GcpError(f"invalid --timeout {timeout}: must be positive", EXIT_USAGE)
-    endpoint = getattr(args, "api_endpoint", None) or os.environ.get(ENDPOINT_ENV) or None
-    return Compute(project, region, endpoint, timeout=timeout)
+        raise GcpError(f"invalid --timeout {timeout}: must be positive", exitcodes.USAGE)
+    return Compute(project, region, _endpoint(args), timeout=timeout)
 
 
-def _run(fn):
-    def handler(args) -> int:
-        try:
-            return fn(args)
-        except GcpError as err:
-            raise _cli_error(err) from None
-
-    handler.__name__ = fn.__name__
-    return handler
+def _deprovision_command(project: str, region: str, name: str, args) -> str:
+    words = ["appliance", "deprovision", "gcp", "--project", project, "--region", region, "--name", name]
+    if getattr(args, "api_endpoint", None):
+        words += ["--api-endpoint", args.api_endpoint]
+    return shlex.join(words)
 
 
-@_run
-def _provision(args) -> int:
+def spec_from_args(args):
+    """The validated DeploymentSpec of ``appliance provision gcp`` (no API call)."""
     from provision.gcp import spec as S
 
     project, region = _location(args)
-    spec = S.build_spec(
+    return S.build_spec(
         project=project,
         region=region,
         network=args.network,
@@ -185,35 +197,43 @@ def _provision(args) -> int:
         target_cpu=_float(args.target_cpu, "--target-cpu"),
         appliance_env=args.appliance_env,
     )
+
+
+def _provision(args, parser) -> int:
     from provision.gcp import provisioner
+    from provision.gcp.report import Output
 
-    api = _api(args, project, region)
-    return provisioner.provision(api, spec, provisioner.Output(), dry_run=args.dry_run, as_json=args.json)
+    spec = spec_from_args(args)
+    api = _api(args, spec.project, spec.region)
+    steps = NextSteps(finish=command_line(["appliance", "provision", "gcp"], parser, args),
+                      undo=_deprovision_command(spec.project, spec.region, spec.name, args))
+    return provisioner.provision(api, spec, Output(), dry_run=args.dry_run, as_json=wants_json(args),
+                                 assume_yes=args.yes, next_steps=steps)
 
 
-@_run
-def _status(args) -> int:
-    from provision.gcp import provisioner
+def _status(args, parser) -> int:
     from provision.gcp import spec as S
+    from provision.gcp import status
+    from provision.gcp.report import Output
 
     project, region = _location(args)
     name = getattr(args, "name", None)
     if name:
         S.validate_name(name)
     api = _api(args, project, region)
-    out = provisioner.Output()
-    as_json = bool(getattr(args, "json", False))
     if not name:
-        return provisioner.list_deployments(api, out, as_json=as_json)
-    return provisioner.status(api, name, out, as_json=as_json)
+        return status.list_deployments(api, Output(), as_json=wants_json(args))
+    return status.status(api, name, Output(), as_json=wants_json(args))
 
 
-@_run
-def _deprovision(args) -> int:
-    from provision.gcp import provisioner
+def _deprovision(args, parser) -> int:
     from provision.gcp import spec as S
+    from provision.gcp import teardown
+    from provision.gcp.report import Output
 
     project, region = _location(args)
     S.validate_name(args.name)
     api = _api(args, project, region)
-    return provisioner.deprovision(api, args.name, provisioner.Output(), dry_run=args.dry_run, as_json=args.json)
+    steps = NextSteps(finish=command_line(["appliance", "deprovision", "gcp"], parser, args))
+    return teardown.deprovision(api, args.name, Output(), dry_run=args.dry_run, as_json=wants_json(args),
+                                assume_yes=args.yes, next_steps=steps)

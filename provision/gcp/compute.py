@@ -15,24 +15,20 @@ httpErrorStatusCode/errors to the usual google.api_core exceptions.
 
 from __future__ import annotations
 
+import builtins
 import functools
 import json
 import os
 import re
 import sys
 import time
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
+from provision import exitcodes
+from provision.errors import debugging, one_line
 from provision.gcp import spec as S
-from provision.gcp.errors import (
-    EXIT_CONFLICT,
-    EXIT_ERROR,
-    EXIT_NOT_FOUND,
-    EXIT_PERMISSION,
-    EXIT_QUOTA,
-    EXIT_USAGE,
-    GcpError,
-)
+from provision.gcp.errors import GcpError
 
 
 class Kind(NamedTuple):
@@ -104,18 +100,29 @@ def _best_message(exc) -> str:
     return " ".join(_REST_PREFIX.sub("", str(message)).split())
 
 
+_DISABLED_REASONS = {"accessNotConfigured", "SERVICE_DISABLED"}
+
+
 def translate(exc: BaseException, what: str, perm: str | None = None) -> GcpError:
     """Turn a google.api_core exception into a one-line GcpError with the documented exit code."""
     code = getattr(exc, "code", None)
     code = code if isinstance(code, int) else None
     message = _best_message(exc)
     reasons = {r for r, _ in _error_entries(exc)}
-    if getattr(exc, "reason", None):
-        reasons.add(exc.reason)
+    reason = getattr(exc, "reason", None)
+    if reason:
+        reasons.add(str(reason))
+
+    def err(text: str, exit_code: int) -> GcpError:
+        return GcpError(text, exit_code, status=code)
+
+    if reasons & _DISABLED_REASONS:
+        return err(f"the Compute Engine API is not enabled for the project while {what}: {message} "
+                   "(enable it: gcloud services enable compute.googleapis.com --project PROJECT)", exitcodes.USAGE)
     if code == 429 or reasons & _QUOTA_REASONS or message.startswith("Quota '"):
-        return GcpError(f"quota exceeded while {what}: {message}", EXIT_QUOTA)
+        return err(f"quota exceeded while {what}: {message}", exitcodes.QUOTA)
     if code == 401:
-        return GcpError(f"not authenticated while {what}: {message}", EXIT_PERMISSION)
+        return err(f"not authenticated while {what}: {message}", exitcodes.DENIED)
     if code == 403:
         named = None
         meta = getattr(exc, "metadata", None) or {}
@@ -125,23 +132,23 @@ def translate(exc: BaseException, what: str, perm: str | None = None) -> GcpErro
             m = _PERM_RE.search(message)
             named = m.group(1) if m else None
         if named:
-            return GcpError(
+            return err(
                 f"permission denied while {what}: missing IAM permission {named} ({message}); "
                 "see provision/gcp/IAM.md",
-                EXIT_PERMISSION,
+                exitcodes.DENIED,
             )
         hint = f"; this call needs {perm}" if perm else ""
-        return GcpError(f"permission denied while {what}: {message}{hint} (see provision/gcp/IAM.md)", EXIT_PERMISSION)
+        return err(f"permission denied while {what}: {message}{hint} (see provision/gcp/IAM.md)", exitcodes.DENIED)
     if code == 404:
-        return GcpError(f"not found while {what}: {message}", EXIT_NOT_FOUND)
+        return err(f"not found while {what}: {message}", exitcodes.USAGE)
     if code == 409 or "alreadyExists" in reasons:
-        return GcpError(f"already exists while {what}: {message}", EXIT_CONFLICT)
+        return err(f"already exists while {what}: {message}", exitcodes.CONFLICT)
     if "resourceInUseByAnotherResource" in reasons or "RESOURCE_IN_USE_BY_ANOTHER_RESOURCE" in reasons:
-        return GcpError(f"cannot finish {what}: {message}", EXIT_CONFLICT)
+        return err(f"cannot finish {what}: {message}", exitcodes.CONFLICT)
     if code in (400, 412):
-        return GcpError(f"the Compute API rejected {what}: {message}", EXIT_USAGE)
+        return err(f"the Compute API rejected {what}: {message}", exitcodes.USAGE)
     status = f"HTTP {code}: " if code else ""
-    return GcpError(f"{what} failed: {status}{message}", EXIT_ERROR)
+    return err(f"{what} failed: {status}{message}", exitcodes.ERROR)
 
 
 def to_dict(message) -> dict:
@@ -181,7 +188,7 @@ class Compute:
                 from google.cloud import compute_v1
             except ImportError:
                 raise GcpError(
-                    "google-cloud-compute is not installed: pip install 'mirror-appliance[gcp]'", EXIT_ERROR
+                    "google-cloud-compute is not installed: pip install 'mirror-appliance[gcp]'", exitcodes.ERROR
                 ) from None
             self._mod = compute_v1
         return self._mod
@@ -207,13 +214,14 @@ class Compute:
                     raise GcpError(
                         "no Google Cloud credentials found: run `gcloud auth application-default login` "
                         "or set GOOGLE_APPLICATION_CREDENTIALS",
-                        EXIT_PERMISSION,
+                        exitcodes.DENIED,
                     ) from None
                 raise
         return self._clients[name]
 
     # ------------------------------------------------------------------ calls
     def _call(self, what: str, perm: str | None, fn, *args, **kwargs):
+        """Run one API call; every exception it raises becomes a one-line GcpError."""
         from google.api_core import exceptions as gexc
 
         try:
@@ -222,22 +230,34 @@ class Compute:
             cause = exc.cause if exc.cause is not None else exc
             if isinstance(cause, gexc.GoogleAPICallError):
                 raise translate(cause, what, perm) from None
-            raise GcpError(f"{what} failed: {cause}", EXIT_ERROR) from None
+            raise GcpError(f"{what} failed after retries: {one_line(cause)}", exitcodes.ERROR) from None
         except gexc.GoogleAPICallError as exc:
             raise translate(exc, what, perm) from None
+        except gexc.GoogleAPIError as exc:  # api_core errors that are not HTTP answers
+            raise GcpError(f"{what} failed: {type(exc).__name__}: {one_line(exc)}", exitcodes.ERROR) from None
         except GcpError:
             raise
-        except Exception as exc:
-            name = type(exc).__name__
-            if name in ("ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout", "TransportError", "SSLError"):
-                where = self.endpoint or "https://compute.googleapis.com"
-                raise GcpError(f"cannot reach the Compute API at {where} while {what}: {exc}", EXIT_ERROR) from None
-            if name in ("DefaultCredentialsError", "RefreshError"):
-                raise GcpError(f"Google Cloud authentication failed while {what}: {exc}", EXIT_PERMISSION) from None
+        except (KeyboardInterrupt, BrokenPipeError):
             raise
+        except Exception as exc:
+            failure = self._other_error(exc, what)
+            if failure.unexpected and debugging():
+                raise
+            raise failure from None
+
+    def _other_error(self, exc: Exception, what: str) -> GcpError:
+        """Transport and authentication failures (requests, google.auth), and anything else."""
+        names = {cls.__name__ for cls in type(exc).__mro__}
+        if names & {"ConnectionError", "Timeout", "TransportError", "SSLError", "ChunkedEncodingError"}:
+            where = self.endpoint or "https://compute.googleapis.com"
+            return GcpError(f"cannot reach the Compute API at {where} while {what}: {one_line(exc)}", exitcodes.ERROR)
+        if names & {"DefaultCredentialsError", "RefreshError", "GoogleAuthError"}:
+            return GcpError(f"Google Cloud authentication failed while {what}: {one_line(exc)}", exitcodes.DENIED)
+        return GcpError(f"unexpected error while {what}: {type(exc).__name__}: {one_line(exc) or '(no message)'} "
+                        "(set APPLIANCE_DEBUG=1 for a traceback)", exitcodes.ERROR, unexpected=True)
 
     def _scope_args(self, kind: Kind, project: str | None, region: str | None, zone: str | None) -> dict:
-        args = {"project": project or self.project}
+        args: dict[str, str | None] = {"project": project or self.project}
         if kind.scope == "region":
             args["region"] = region or self.region
         elif kind.scope == "zone":
@@ -254,7 +274,6 @@ class Compute:
 
     def get(self, kind_key: str, name: str, *, project=None, region=None, zone=None) -> dict | None:
         """The resource as API JSON, or None when it does not exist."""
-        from google.api_core import exceptions as gexc
 
         kind = KINDS[kind_key]
         req = self._scope_args(kind, project, region, zone)
@@ -264,7 +283,31 @@ class Compute:
         try:
             return to_dict(self._call(what, permission(kind_key, "get"), self._get_raw, client, req))
         except GcpError as err:
-            if err.code == EXIT_NOT_FOUND:
+            if err.status == 404:
+                return None
+            raise
+
+    def get_project(self) -> dict | None:
+        """The project, or None when Compute says it does not exist."""
+        what = f"reading project {self.project}"
+        client = self.client("ProjectsClient")
+        try:
+            return to_dict(self._call(what, "compute.projects.get", client.get,
+                                      request={"project": self.project}, timeout=60))
+        except GcpError as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def get_region(self) -> dict | None:
+        """The region, or None when the project has no such region (404, or 400 for a bad name)."""
+        what = f"reading region {self.region} of project {self.project}"
+        client = self.client("RegionsClient")
+        try:
+            return to_dict(self._call(what, "compute.regions.get", client.get,
+                                      request={"project": self.project, "region": self.region}, timeout=60))
+        except GcpError as err:
+            if err.status in (400, 404):
                 return None
             raise
 
@@ -278,14 +321,14 @@ class Compute:
             kind_key, parsed["name"], project=parsed["project"], region=parsed.get("region"), zone=parsed.get("zone")
         )
 
-    def list(self, kind_key: str) -> list[dict]:
+    def list(self, kind_key: str) -> builtins.list[dict]:
         kind = KINDS[kind_key]
         req = self._scope_args(kind, None, None, None)
         what = f"listing {kind.collection} in {'/'.join(str(v) for v in req.values())}"
         client = self.client(kind.client)
         return self._call(what, permission(kind_key, "list"), lambda: [to_dict(m) for m in client.list(request=req, timeout=60)])
 
-    def get_health(self, backend_service_url: str, group_url: str) -> list[dict]:
+    def get_health(self, backend_service_url: str, group_url: str) -> builtins.list[dict]:
         parsed = S.parse_url(backend_service_url, "backendServices")
         client = self.client(KINDS["backend_service"].client)
         req = {
@@ -353,8 +396,8 @@ class Compute:
 
     def wait(self, op, what: str, scope: str) -> None:
         """Wait for a Compute operation, showing progress; raise GcpError if it failed."""
-        from google.api_core import extended_operation
         from google.api_core import exceptions as gexc
+        from google.api_core import extended_operation
 
         refresh, perm = self._operation_refresh(op, scope)
 
@@ -382,7 +425,7 @@ class Compute:
                 raise GcpError(
                     f"timed out after {self.timeout:.0f}s waiting for {what} (operation {op.name} is still "
                     f"{state}); it may still finish: re-running the command is safe",
-                    EXIT_ERROR,
+                    exitcodes.ERROR,
                 )
             time.sleep(self.poll_interval)
         try:

@@ -11,7 +11,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from provision.gcp.errors import EXIT_USAGE, GcpError
+from provision import exitcodes
+from provision.gcp.errors import GcpError
 
 # ---------------------------------------------------------------------------------------------
 # API limits of PacketMirroring.mirroredResources, from the Compute API reference
@@ -60,7 +61,7 @@ MAX_NAME_LEN = 63 - max(len(s) for s in SUFFIXES.values())
 
 
 def bad(message: str) -> GcpError:
-    return GcpError(message, EXIT_USAGE)
+    return GcpError(message, exitcodes.USAGE)
 
 
 # ----------------------------------------------------------------------------- names & markers
@@ -69,12 +70,12 @@ def bad(message: str) -> GcpError:
 def validate_name(name: str) -> str:
     if not name or not _RFC1035.match(name):
         raise bad(
-            f"invalid deployment name {name!r}: use lowercase letters, digits and '-', "
-            "starting with a letter and not ending with '-'"
+            f"invalid --name {name!r}: a deployment name is lowercase letters, digits and '-', "
+            "starting with a letter and not ending with '-' (e.g. prod-mirror)"
         )
     if len(name) > MAX_NAME_LEN:
         raise bad(
-            f"deployment name {name!r} is {len(name)} characters; the maximum is {MAX_NAME_LEN} "
+            f"invalid --name {name!r}: it is {len(name)} characters; the maximum is {MAX_NAME_LEN} "
             "(resource names derived from it must fit GCP's 63-character limit)"
         )
     return name
@@ -100,7 +101,7 @@ def description(name: str, what: str) -> str:
 
 def owned_by(desc: str | None, name: str) -> bool:
     """True when a resource's description says this deployment created it."""
-    return bool(desc) and desc.split(" ", 1)[0] == marker(name)
+    return desc is not None and desc.split(" ", 1)[0] == marker(name)
 
 
 def deployment_of(desc: str | None) -> str | None:
@@ -124,7 +125,12 @@ def _parts(url: str) -> list[str]:
     return rel(url).split("/")
 
 
-def parse_url(url: str, collection: str) -> dict[str, str]:
+def _url_form(collection: str) -> str:
+    scope = {"networks": "global", "images": "global", "instances": "zones/ZONE"}.get(collection, "regions/REGION")
+    return f"projects/PROJECT/{scope}/{collection}/NAME"
+
+
+def parse_url(url: str, collection: str, flag: str | None = None) -> dict[str, str]:
     """Parse projects/P/(global|regions/R|zones/Z)/COLLECTION/NAME into its parts."""
     p = _parts(url)
     try:
@@ -141,25 +147,26 @@ def parse_url(url: str, collection: str) -> dict[str, str]:
         else:
             raise ValueError
     except (ValueError, IndexError):
-        raise bad(f"{url!r} is not a {collection} URL (projects/P/.../{collection}/NAME)") from None
+        what = f"invalid {flag} {url!r}" if flag else f"{url!r} is not a {collection} URL"
+        raise bad(f"{what}: expected a name or a URL {_url_form(collection)}") from None
     return out
 
 
 def network_url(project: str, network: str) -> str:
     if "/" in network:
-        parsed = parse_url(network, "networks")
+        parsed = parse_url(network, "networks", "--network")
         return f"projects/{parsed['project']}/global/networks/{parsed['name']}"
-    _check_rfc1035(network, "network")
+    _check_rfc1035(network, "--network", "networks")
     return f"projects/{project}/global/networks/{network}"
 
 
-def subnet_url(project: str, region: str, subnet: str) -> str:
+def subnet_url(project: str, region: str, subnet: str, flag: str = "--subnet") -> str:
     if "/" in subnet:
-        parsed = parse_url(subnet, "subnetworks")
+        parsed = parse_url(subnet, "subnetworks", flag)
         if parsed.get("region") != region:
-            raise bad(f"subnet {subnet!r} is not in region {region}: mirrored subnets must be in the policy's region")
+            raise bad(f"{flag} {subnet!r} is not in region {region}: mirrored subnets must be in the policy's region")
         return f"projects/{parsed['project']}/regions/{region}/subnetworks/{parsed['name']}"
-    _check_rfc1035(subnet, "subnet")
+    _check_rfc1035(subnet, flag, "subnetworks")
     return f"projects/{project}/regions/{region}/subnetworks/{subnet}"
 
 
@@ -169,43 +176,45 @@ def instance_url(project: str, region: str, instance: str) -> str:
         zone, name = instance.split("/")
         project_ = project
     elif "/" in instance:
-        parsed = parse_url(instance, "instances")
+        parsed = parse_url(instance, "instances", "--instance")
         if "zone" not in parsed:
-            raise bad(f"instance {instance!r}: expected projects/P/zones/ZONE/instances/NAME")
+            raise bad(f"invalid --instance {instance!r}: expected ZONE/NAME or projects/P/zones/ZONE/instances/NAME")
         zone, name, project_ = parsed["zone"], parsed["name"], parsed["project"]
     else:
-        raise bad(f"instance {instance!r}: give it as ZONE/NAME (e.g. {region}-a/{instance}) or as a URL")
+        raise bad(f"invalid --instance {instance!r}: expected ZONE/NAME (e.g. {region}-a/{instance}) or a URL "
+                  "projects/PROJECT/zones/ZONE/instances/NAME")
     m = _ZONE.match(zone)
     if not m:
-        raise bad(f"instance {instance!r}: {zone!r} is not a zone name")
+        raise bad(f"invalid --instance {instance!r}: {zone!r} is not a zone name (e.g. {region}-a)")
     if m.group(1) != region:
-        raise bad(f"instance {instance!r} is in zone {zone}, outside region {region}: mirrored instances must be in the policy's region")
-    _check_rfc1035(name, "instance")
+        raise bad(f"--instance {instance!r} is in zone {zone}, outside region {region}: mirrored instances must be in the policy's region")
+    _check_rfc1035(name, "--instance", "instances")
     return f"projects/{project_}/zones/{zone}/instances/{name}"
 
 
 def forwarding_rule_url(project: str, region: str, rule: str) -> str:
     if "/" in rule:
-        parsed = parse_url(rule, "forwardingRules")
+        parsed = parse_url(rule, "forwardingRules", "--collector-ilb")
         if "region" not in parsed:
-            raise bad(f"collector {rule!r} is a global forwarding rule; packet mirroring needs a regional internal one")
+            raise bad(f"--collector-ilb {rule!r} is a global forwarding rule; packet mirroring needs a regional internal one")
         if parsed["region"] != region:
-            raise bad(f"collector {rule!r} is in region {parsed['region']}, not {region}: the collector must be in the policy's region")
+            raise bad(f"--collector-ilb {rule!r} is in region {parsed['region']}, not {region}: the collector must be in the policy's region")
         return f"projects/{parsed['project']}/regions/{region}/forwardingRules/{parsed['name']}"
-    _check_rfc1035(rule, "forwarding rule")
+    _check_rfc1035(rule, "--collector-ilb", "forwardingRules")
     return f"projects/{project}/regions/{region}/forwardingRules/{rule}"
 
 
 def image_url(project: str, image: str) -> str:
     if "/" in image:
         return rel(image) if "projects/" in image else image
-    _check_rfc1035(image, "image")
+    _check_rfc1035(image, "--image", "images")
     return f"projects/{project}/global/images/{image}"
 
 
-def _check_rfc1035(value: str, what: str) -> None:
+def _check_rfc1035(value: str, flag: str, collection: str) -> None:
     if not _RFC1035.match(value) or len(value) > 63:
-        raise bad(f"invalid {what} name {value!r}")
+        raise bad(f"invalid {flag} {value!r}: expected a name (lowercase letters, digits and '-', starting with a "
+                  f"letter, at most 63 characters) or a URL {_url_form(collection)}")
 
 
 # ---------------------------------------------------------------------------------- the spec
@@ -250,7 +259,8 @@ def validate_project(project: str | None) -> str:
     if not project:
         raise bad("--project is required (or set CLOUDSDK_CORE_PROJECT / GOOGLE_CLOUD_PROJECT)")
     if not _PROJECT.match(project):
-        raise bad(f"invalid project id {project!r}")
+        raise bad(f"invalid --project {project!r}: expected a project ID: 6-30 lowercase letters, digits or '-', "
+                  "starting with a letter (e.g. my-project-123)")
     return project
 
 
@@ -258,7 +268,7 @@ def validate_region(region: str | None) -> str:
     if not region:
         raise bad("--region is required (or set CLOUDSDK_COMPUTE_REGION)")
     if not _REGION.match(region):
-        raise bad(f"invalid region {region!r} (expected e.g. us-central1)")
+        raise bad(f"invalid --region {region!r}: expected a region name such as us-central1")
     return region
 
 
@@ -275,7 +285,7 @@ def validate_cidr(value: str) -> str:
     try:
         net = ipaddress.ip_network(value, strict=True)
     except ValueError as exc:
-        raise bad(f"invalid --cidr {value!r}: {exc}") from None
+        raise bad(f"invalid --cidr {value!r}: {exc} (expected a network such as 10.8.0.0/16)") from None
     return str(net)
 
 
@@ -335,7 +345,8 @@ def build_spec(
     region = validate_region(region)
     name = validate_name(name)
     if not network:
-        raise bad("--network is required")
+        raise bad("--network is required: the VPC network whose traffic is mirrored "
+                  "(a name such as prod-vpc, or projects/PROJECT/global/networks/NAME)")
     net = network_url(project, network)
 
     subnet_urls = _dedupe(subnet_url(project, region, s) for s in subnets)
@@ -396,17 +407,17 @@ def build_spec(
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise bad(f"invalid --kafka-bootstrap {kafka_bootstrap!r}: expected HOST:PORT[,HOST:PORT...]")
     if not re.match(r"^[a-z0-9][-a-z0-9]*$", machine_type or ""):
-        raise bad(f"invalid --machine-type {machine_type!r}")
+        raise bad(f"invalid --machine-type {machine_type!r}: expected a machine type name such as e2-standard-2")
     if not isinstance(min_replicas, int) or min_replicas < 1:
         raise bad(f"invalid --min {min_replicas!r}: at least 1 collector instance is needed")
     if not isinstance(max_replicas, int) or max_replicas < min_replicas:
         raise bad(f"invalid --max {max_replicas!r}: must be >= --min ({min_replicas})")
     if not isinstance(health_port, int) or not 0 < health_port < 65536:
-        raise bad(f"invalid --health-port {health_port!r}")
+        raise bad(f"invalid --health-port {health_port!r}: expected a port 1-65535")
     if not 0.0 < float(target_cpu) <= 1.0:
         raise bad(f"invalid --target-cpu {target_cpu!r}: a fraction in (0, 1]")
     if collector_subnet:
-        csub = subnet_url(project, region, collector_subnet)
+        csub = subnet_url(project, region, collector_subnet, "--collector-subnet")
     elif subnet_urls:
         csub = subnet_urls[0]
     else:

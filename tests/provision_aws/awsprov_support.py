@@ -81,10 +81,16 @@ def eni(n: int, *, instance: int | None = None, status: str = "in-use", itype: s
     return data
 
 
+def eni_by_id(eni: str) -> dict:
+    return {"NetworkInterfaceId": eni, "InterfaceType": "interface", "Status": "in-use", "SubnetId": SUBNET,
+            "VpcId": VPC}
+
+
 def instance(n: int, itype: str = "m5.large", *, state: str = "running", tags: dict | None = None) -> dict:
     return {
         "InstanceId": inst_id(n),
         "InstanceType": itype,
+        "VpcId": VPC,
         "State": {"Name": state, "Code": 16},
         "Tags": [{"Key": k, "Value": v} for k, v in (tags or {}).items()],
     }
@@ -205,6 +211,30 @@ class Harness:
 
     # -- queueing helpers, in the order the code calls them -------------------------------
 
+    def preflight(self, *, vpc: str = VPC, vpc_exists: bool = True, subnets=(), instances=(),
+                  target_eni: str | None = None, nlb: str | None = NLB_ARN, listeners=(("UDP", 4789),)):
+        """What ``provision aws`` looks up before planning: the VPC, --subnet / --instance,
+        the target ENI or NLB (and its listeners). ``subnets``/``instances``: API objects."""
+        s = self.ec2_stub
+        s.add_response("describe_vpcs", {"Vpcs": [{"VpcId": vpc, "State": "available"}] if vpc_exists else []},
+                       {"Filters": [{"Name": "vpc-id", "Values": [vpc]}]})
+        if subnets:
+            s.add_response("describe_subnets", {"Subnets": list(subnets)},
+                           {"Filters": [{"Name": "subnet-id", "Values": sorted(x["SubnetId"] for x in subnets)}]})
+        if instances:
+            s.add_response("describe_instances", {"Reservations": [{"Instances": list(instances)}]},
+                           {"Filters": [{"Name": "instance-id", "Values": sorted(x["InstanceId"] for x in instances)}]})
+        if target_eni:
+            s.add_response("describe_network_interfaces", {"NetworkInterfaces": [eni_by_id(target_eni)]},
+                           {"Filters": [{"Name": "network-interface-id", "Values": [target_eni]}]})
+        if nlb:
+            self.elb_stub.add_response(
+                "describe_load_balancers",
+                {"LoadBalancers": [{"LoadBalancerArn": nlb, "Type": "network", "Scheme": "internal"}]},
+                {"LoadBalancerArns": [nlb]})
+            if listeners:
+                self.listeners(*listeners, arn=nlb)
+
     def state(self, targets=(), filters=(), sessions=()):
         s = self.ec2_stub
         s.add_response("describe_traffic_mirror_targets", {"TrafficMirrorTargets": list(targets)}, {})
@@ -246,7 +276,8 @@ class Harness:
 
 # -- the shared scenario: a VPC with mirrorable and non-mirrorable ENIs ----------------------
 
-BASE = ("provision", "aws", "--vpc", VPC, "--name", NAME, "--target-nlb", NLB_ARN)
+# --yes: these flows are about the AWS calls; the confirmation prompt has its own tests.
+BASE = ("provision", "aws", "--vpc", VPC, "--name", NAME, "--target-nlb", NLB_ARN, "--yes")
 DEFAULT_RULES = desired_rules(FilterSpec(protocols=[6]), NAME)
 MUTATING_PREFIXES = ("Create", "Delete", "Modify")
 
@@ -305,9 +336,8 @@ def queue_session_create(h, eni_n, *, sid_n, number=1, vni=VNI, instance_n=None,
 
 
 def queue_first_run(h, *, with_sessions=True, listener=True):
+    h.preflight(listeners=(("UDP", 4789),) if listener else None)
     h.state()
-    if listener:
-        h.listeners(("UDP", 4789))
     h.discovery(vpc_enis(), vpc_instances(), TYPES)
     h.ec2_stub.add_response(
         "create_traffic_mirror_target", {"TrafficMirrorTarget": target(1)},
@@ -341,3 +371,35 @@ def spec_args(**overrides):
                   skip_instance_type_check=False, skip_listener_check=False)
     values.update(overrides)
     return Namespace(**values)
+
+
+# -- the CLI as a separate process (moto server, real terminal) --------------------------------
+
+
+def run_cli_process(argv, env: dict, *, answer: str | None = None, stdin=None, timeout: float = 90):
+    """Run ``python -m appliance ARGV`` in a child process. With ``answer``, stdin is a real
+    terminal (a pty) on which ``answer`` is typed; otherwise ``stdin`` (default /dev/null).
+    Returns (exit code, stdout, stderr)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    master = slave = None
+    if answer is not None:
+        master, slave = pty.openpty()
+        stdin = slave
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "appliance", *argv], cwd=root, env=env, text=True,
+                                stdin=subprocess.DEVNULL if stdin is None else stdin,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if master is not None:
+            os.write(master, answer.encode())
+        out, err = proc.communicate(timeout=timeout)
+        return proc.returncode, out, err
+    finally:
+        for fd in (master, slave):
+            if fd is not None:
+                os.close(fd)

@@ -4,13 +4,36 @@ from __future__ import annotations
 
 import json
 
-from botocore.stub import ANY
-
 from awsprov_support import (
-    BASE, DEFAULT_RULES, MUTATING_PREFIXES, NAME, NLB_ARN, TYPES, VNI, VPC, eni, eni_id, existing_state,
-    expected_rule_params, flt_id, inst_id, instance, itype_info, mirror_filter, queue_first_run,
-    queue_session_create, rule_id, sess_id, session, spec_args, target, tgt_id, vpc_enis, vpc_instances,
+    BASE,
+    DEFAULT_RULES,
+    MUTATING_PREFIXES,
+    NAME,
+    NLB_ARN,
+    TYPES,
+    VNI,
+    VPC,
+    eni,
+    eni_id,
+    existing_state,
+    expected_rule_params,
+    flt_id,
+    inst_id,
+    instance,
+    itype_info,
+    mirror_filter,
+    queue_first_run,
+    queue_session_create,
+    rule_id,
+    sess_id,
+    session,
+    spec_args,
+    target,
+    tgt_id,
+    vpc_enis,
+    vpc_instances,
 )
+from botocore.stub import ANY
 
 # -- first run ---------------------------------------------------------------------------------
 
@@ -49,8 +72,8 @@ def test_first_run_creates_target_filter_rules_and_sessions(harness, cli, aws_en
 
 
 def test_rerun_is_a_no_op(harness, cli):
+    harness.preflight()
     harness.state(**existing_state())
-    harness.listeners(("UDP", 4789))
     harness.discovery(vpc_enis(), vpc_instances(), TYPES)
     code, out, err = cli(*BASE)
     harness.verify()
@@ -61,17 +84,18 @@ def test_rerun_is_a_no_op(harness, cli):
 
 
 def test_rerun_without_target_flag_uses_the_deployments_target(harness, cli):
+    harness.preflight(nlb=None)
     harness.state(**existing_state())
     harness.discovery(vpc_enis(), vpc_instances(), TYPES)
-    code, out, err = cli("provision", "aws", "--vpc", VPC, "--name", NAME)
+    code, out, err = cli("provision", "aws", "--vpc", VPC, "--name", NAME, "--yes")
     harness.verify()
     assert code == 0, err
     assert "DescribeListeners" not in harness.operations
 
 
 def test_new_eni_gets_a_session(harness, cli):
+    harness.preflight(listeners=(("TCP_UDP", 4789),))
     harness.state(**existing_state())
-    harness.listeners(("TCP_UDP", 4789))
     harness.discovery(vpc_enis() + [eni(7, instance=7)], vpc_instances() + [instance(7, "c5.xlarge")],
                       TYPES + [itype_info("c5.xlarge", "nitro")])
     queue_session_create(harness, 7, sid_n=7, instance_n=7)
@@ -84,8 +108,8 @@ def test_new_eni_gets_a_session(harness, cli):
 def test_session_whose_eni_disappeared_is_deleted(harness, cli):
     state = existing_state()
     state["sessions"].append(session(9, 9))
+    harness.preflight()
     harness.state(**state)
-    harness.listeners(("UDP", 4789))
     harness.discovery(vpc_enis(), vpc_instances(), TYPES)
     harness.orphan_lookup([eni_id(9)])
     harness.ec2_stub.add_response("delete_traffic_mirror_session", {"TrafficMirrorSessionId": sess_id(9)},
@@ -97,8 +121,8 @@ def test_session_whose_eni_disappeared_is_deleted(harness, cli):
 
 
 def test_session_on_eni_that_no_longer_matches_the_selection_is_deleted(harness, cli):
+    harness.preflight()
     harness.state(**existing_state())
-    harness.listeners(("UDP", 4789))
     # ENI 4 (RDS) has no team tag any more; the instance of ENI 1 has it.
     harness.discovery(vpc_enis(), [instance(1, "m5.large", tags={"team": "pay"})] + vpc_instances()[1:], TYPES)
     harness.ec2_stub.add_response("delete_traffic_mirror_session", {"TrafficMirrorSessionId": sess_id(4)},
@@ -110,8 +134,8 @@ def test_session_on_eni_that_no_longer_matches_the_selection_is_deleted(harness,
 
 
 def test_partial_failure_reports_and_continues(harness, cli, aws_env):
+    harness.preflight()
     harness.state(**existing_state())
-    harness.listeners(("UDP", 4789))
     harness.discovery(vpc_enis() + [eni(7, instance=7), eni(8, instance=8)],
                       vpc_instances() + [instance(7, "m5.large"), instance(8, "m5.large")], TYPES)
     queue_session_create(harness, 7, sid_n=7, instance_n=7,
@@ -127,8 +151,8 @@ def test_partial_failure_reports_and_continues(harness, cli, aws_env):
 
 
 def test_dry_run_calls_only_describe(harness, cli, aws_env):
+    harness.preflight()
     harness.state()
-    harness.listeners(("UDP", 4789))
     harness.discovery(vpc_enis(), vpc_instances(), TYPES)
     code, out, err = cli(*BASE, "--dry-run")
     harness.verify()
@@ -144,8 +168,8 @@ def test_dry_run_calls_only_describe(harness, cli, aws_env):
 def test_drift_is_corrected_with_modify(harness, cli):
     state = existing_state()
     state["sessions"] = [session(1, 1, vni=42, packet_length=128), session(4, 4, packet_length=8500)]
+    harness.preflight()
     harness.state(**state)
-    harness.listeners(("UDP", 4789))
     harness.discovery(vpc_enis(), vpc_instances(), TYPES)
     harness.ec2_stub.add_response(
         "modify_traffic_mirror_session", {"TrafficMirrorSession": session(1, 1)},
@@ -165,8 +189,8 @@ def test_filter_rule_drift_deletes_extra_and_creates_missing(harness, cli):
     rules = [r for r in DEFAULT_RULES if not (r.direction == "egress" and r.number == 200)] + [extra]
     state = existing_state()
     state["filters"] = [mirror_filter(1, rules)]
+    harness.preflight()
     harness.state(**state)
-    harness.listeners(("UDP", 4789))
     harness.discovery(vpc_enis(), vpc_instances(), TYPES)
     extra_id = rule_id(len(rules))  # the builder numbers rules in order
     harness.ec2_stub.add_response("delete_traffic_mirror_filter_rule", {"TrafficMirrorFilterRuleId": extra_id},
@@ -186,8 +210,8 @@ def test_session_limit_and_free_session_number(harness, cli):
     foreign.append(session(30, 8, number=1, ours=False, target_n=9, filter_n=9))
     state = existing_state()
     state["sessions"] += foreign
+    harness.preflight()
     harness.state(**state)
-    harness.listeners(("UDP", 4789))
     harness.discovery(vpc_enis() + [eni(7, instance=7), eni(8, instance=8)],
                       vpc_instances() + [instance(7, "m5.large"), instance(8, "m5.large")], TYPES)
     queue_session_create(harness, 8, sid_n=8, instance_n=8, number=2)
@@ -199,8 +223,8 @@ def test_session_limit_and_free_session_number(harness, cli):
 
 
 def test_existing_foreign_target_for_the_nlb_is_reused_not_created(harness, cli):
+    harness.preflight()
     harness.state(targets=[target(5, ours=False)])
-    harness.listeners(("UDP", 4789))
     harness.discovery(vpc_enis(), vpc_instances(), TYPES)
     harness.ec2_stub.add_response("create_traffic_mirror_filter", {"TrafficMirrorFilter": mirror_filter(1)},
                                   {"Description": ANY, "TagSpecifications": ANY})
@@ -233,8 +257,8 @@ def test_per_session_vni_mode_gives_distinct_stable_vnis(harness, cli, aws_env):
 
 
 def test_explicit_filter_options_and_packet_length(harness, cli):
+    harness.preflight()
     harness.state()
-    harness.listeners(("UDP", 4789))
     harness.discovery([eni(1, instance=1)], [instance(1, "m5.large")], TYPES[:1])
     harness.ec2_stub.add_response("create_traffic_mirror_target", {"TrafficMirrorTarget": target(1)},
                                   {"NetworkLoadBalancerArn": NLB_ARN, "Description": ANY, "TagSpecifications": ANY})
@@ -263,6 +287,7 @@ def test_explicit_filter_options_and_packet_length(harness, cli):
 
 
 def test_target_eni_is_never_a_source(harness, cli):
+    harness.preflight(nlb=None, target_eni=eni_id(2))
     harness.state()
     harness.discovery([eni(1, instance=1), eni(2, instance=2)], [instance(1), instance(2)], TYPES[:1])
     harness.ec2_stub.add_response(
@@ -274,7 +299,7 @@ def test_target_eni_is_never_a_source(harness, cli):
         harness.ec2_stub.add_response("create_traffic_mirror_filter_rule",
                                       {"TrafficMirrorFilterRule": {"TrafficMirrorFilterRuleId": rule_id(i + 1)}}, params)
     queue_session_create(harness, 1, sid_n=1, instance_n=1)
-    code, out, err = cli("provision", "aws", "--vpc", VPC, "--name", NAME, "--target-eni", eni_id(2))
+    code, out, err = cli("provision", "aws", "--vpc", VPC, "--name", NAME, "--target-eni", eni_id(2), "--yes")
     harness.verify()
     assert code == 0, err
     assert "is a traffic mirror target" in out
@@ -286,8 +311,8 @@ def test_discovery_paginates_and_filters_by_subnet_and_instance(harness, cli):
 
     filters = [{"Name": "vpc-id", "Values": [VPC]}, {"Name": "subnet-id", "Values": [SUBNET]},
                {"Name": "attachment.instance-id", "Values": [inst_id(1), inst_id(4)]}]
+    harness.preflight(subnets=[{"SubnetId": SUBNET, "VpcId": VPC}], instances=[instance(1), instance(4)])
     harness.state(**existing_state())
-    harness.listeners(("UDP", 4789))
     harness.ec2_stub.add_response("describe_network_interfaces",
                                   {"NetworkInterfaces": [eni(1, instance=1)], "NextToken": "page2"},
                                   {"Filters": filters})
@@ -318,19 +343,19 @@ def test_watch_attaches_new_instances_on_later_iterations(harness, monkeypatch):
 
     spec = build_spec(spec_args(target_nlb=NLB_ARN))
     # iteration 1: the deployment exists and matches
+    harness.preflight()
     harness.state(**existing_state())
-    harness.listeners(("UDP", 4789))
     harness.discovery(vpc_enis(), vpc_instances(), TYPES)
     # iteration 2: a new instance appeared; instance types are cached from iteration 1
+    harness.preflight()
     harness.state(**existing_state())
-    harness.listeners(("UDP", 4789))
     harness.discovery(vpc_enis() + [eni(7, instance=7)], vpc_instances() + [instance(7, "m5.large")])
     queue_session_create(harness, 7, sid_n=7, instance_n=7)
     sleeps = []
     import io
 
     buf = io.StringIO()
-    code = runner.watch(spec, harness.clients(), runner.Options(), make_console(buf), interval=15,
+    code = runner.watch(spec, harness.clients(), runner.Options(assume_yes=True), make_console(buf), interval=15,
                         max_iterations=2, sleep=sleeps.append)
     harness.verify()
     assert code == 0
@@ -340,8 +365,8 @@ def test_watch_attaches_new_instances_on_later_iterations(harness, monkeypatch):
 
 
 def test_watch_flag_runs_bounded_iterations_through_the_cli(harness, cli):
+    harness.preflight()
     harness.state(**existing_state())
-    harness.listeners(("UDP", 4789))
     harness.discovery(vpc_enis(), vpc_instances(), TYPES)
     code, out, err = cli(*BASE, "--watch", "--interval", "5", "--max-iterations", "1")
     harness.verify()
@@ -357,8 +382,10 @@ def test_watch_keeps_going_after_a_transient_error(harness, monkeypatch):
     from provision.aws.spec import build_spec
 
     spec = build_spec(spec_args())
+    harness.preflight(nlb=None)
     harness.ec2_stub.add_client_error("describe_traffic_mirror_targets", "InternalError", "try again",
                                       http_status_code=500)
+    harness.preflight(nlb=None)
     harness.state(**existing_state())
     harness.discovery(vpc_enis(), vpc_instances(), TYPES)
     code = runner.watch(spec, harness.clients(), runner.Options(), make_console(io.StringIO()), interval=1,
@@ -392,7 +419,7 @@ def test_teardown_deletes_only_this_deployment_in_dependency_order(harness, cli,
                      {"TrafficMirrorFilterId": flt_id(1)})
     ec2.add_response("delete_traffic_mirror_target", {"TrafficMirrorTargetId": tgt_id(1)},
                      {"TrafficMirrorTargetId": tgt_id(1)})
-    code, out, err = cli("deprovision", "aws", "--name", NAME)
+    code, out, err = cli("deprovision", "aws", "--name", NAME, "--yes")
     harness.verify()
     assert code == 0, err
     mutating = [op for op in harness.operations if op.startswith(MUTATING_PREFIXES)]
@@ -411,7 +438,7 @@ def test_teardown_never_deletes_a_reused_target_or_a_shared_filter(harness, cli)
     )
     harness.ec2_stub.add_response("delete_traffic_mirror_session", {"TrafficMirrorSessionId": sess_id(1)},
                                   {"TrafficMirrorSessionId": sess_id(1)})
-    code, out, err = cli("deprovision", "aws", "--name", NAME)
+    code, out, err = cli("deprovision", "aws", "--name", NAME, "--yes")
     harness.verify()
     assert code == 0, err
     assert "DeleteTrafficMirrorTarget" not in harness.operations
@@ -423,7 +450,7 @@ def test_teardown_failed_session_blocks_filter_and_target(harness, cli):
     harness.state(targets=[target(1)], filters=[mirror_filter(1)], sessions=[session(1, 1)])
     harness.ec2_stub.add_client_error("delete_traffic_mirror_session", "IncorrectState", "busy",
                                       expected_params={"TrafficMirrorSessionId": sess_id(1)})
-    code, out, err = cli("deprovision", "aws", "--name", NAME)
+    code, out, err = cli("deprovision", "aws", "--name", NAME, "--yes")
     harness.verify()
     assert code == 3
     assert "DeleteTrafficMirrorFilter" not in harness.operations
@@ -438,7 +465,7 @@ def test_teardown_dry_run_and_nothing_to_delete(harness, cli):
     assert all(op.startswith("Describe") for op in harness.operations)
     assert "3 to delete" in out
     harness.state()
-    code, out, err = cli("deprovision", "aws", "--name", NAME)
+    code, out, err = cli("deprovision", "aws", "--name", NAME, "--yes")
     harness.verify()
     assert code == 0 and "Nothing to delete" in out
 

@@ -16,13 +16,33 @@ from importlib import resources
 from pathlib import Path
 
 import botocore.session
+from awsprov_support import (
+    BASE,
+    DEFAULT_RULES,
+    NAME,
+    SUBNET,
+    TYPES,
+    VNI,
+    VPC,
+    eni,
+    eni_id,
+    existing_state,
+    flt_id,
+    instance,
+    mirror_filter,
+    queue_first_run,
+    queue_session_create,
+    rule_id,
+    sess_id,
+    session,
+    target,
+    tgt_id,
+    vpc_enis,
+    vpc_instances,
+)
 from botocore import xform_name
 
 import provision.aws as pkg
-from awsprov_support import (
-    BASE, NAME, TYPES, VNI, eni, eni_id, existing_state, instance, mirror_filter, queue_first_run, queue_session_create,
-    rule_id, sess_id, session, target, DEFAULT_RULES, flt_id, tgt_id, vpc_enis, vpc_instances,
-)
 
 SRC = Path(pkg.__file__).parent
 _bc = botocore.session.get_session()
@@ -117,8 +137,8 @@ def test_recorded_calls_of_all_flows_are_allowed(harness, cli):
     # re-run with a new ENI, an orphaned session and drift
     state = existing_state()
     state["sessions"] = [session(1, 1, vni=5), session(4, 4), session(9, 9)]
+    harness.preflight()
     harness.state(**state)
-    harness.listeners(("UDP", 4789))
     harness.discovery(vpc_enis() + [eni(7, instance=7)], vpc_instances() + [instance(7)], TYPES)
     harness.orphan_lookup([eni_id(9)])
     harness.ec2_stub.add_response("delete_traffic_mirror_session", {}, {"TrafficMirrorSessionId": sess_id(9)})
@@ -126,6 +146,11 @@ def test_recorded_calls_of_all_flows_are_allowed(harness, cli):
                                   {"TrafficMirrorSessionId": sess_id(1), "VirtualNetworkId": VNI})
     queue_session_create(harness, 7, sid_n=7, instance_n=7)
     assert cli(*BASE)[0] == 0
+    # a dry run limited to a subnet (the preflight looks the subnet up)
+    harness.preflight(subnets=[{"SubnetId": SUBNET, "VpcId": VPC}])
+    harness.state(**existing_state())
+    harness.discovery(vpc_enis(), vpc_instances(), TYPES, extra_filters=[{"Name": "subnet-id", "Values": [SUBNET]}])
+    assert cli(*BASE, "--subnet", SUBNET, "--dry-run")[0] == 0
     # status
     harness.state(**existing_state())
     harness.orphan_lookup([eni_id(1), eni_id(4)])
@@ -137,7 +162,7 @@ def test_recorded_calls_of_all_flows_are_allowed(harness, cli):
                        ("delete_traffic_mirror_filter", {"TrafficMirrorFilterId": flt_id(1)}),
                        ("delete_traffic_mirror_target", {"TrafficMirrorTargetId": tgt_id(1)})):
         harness.ec2_stub.add_response(op, {}, params)
-    assert cli("deprovision", "aws", "--name", NAME)[0] == 0
+    assert cli("deprovision", "aws", "--name", NAME, "--yes")[0] == 0
     harness.verify()
 
     recorded = harness.actions()

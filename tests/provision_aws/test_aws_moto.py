@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import boto3
 import pytest
+from awsprov_support import spec_args
 from moto import mock_aws
 
-from awsprov_support import spec_args
 from provision.aws import constants as C
 from provision.aws.apply import apply_plan
 from provision.aws.discovery import discover, lookup_enis
@@ -190,3 +190,24 @@ def test_status_and_session_teardown_in_moto(world):
     assert apply_plan(teardown, ec2).exit_code == 0
     left = [s["TrafficMirrorSessionId"] for s in ec2.describe_traffic_mirror_sessions()["TrafficMirrorSessions"]]
     assert left == [foreign_id]
+
+
+def test_an_unimplemented_call_stops_the_apply_and_records_what_was_done(world):
+    """moto (decorator mode) raises NotImplementedError for filter rules: an exception no AWS
+    code path expects. The apply stops there, every item keeps its status, nothing raises."""
+    from provision import exitcodes
+
+    ec2 = world["ec2"]
+    _, plan = plan_for(world)
+    result = apply_plan(plan, ec2)
+    assert result.exit_code == exitcodes.ERROR
+    assert str(result.aborted) == (
+        "unexpected error while calling ec2:CreateTrafficMirrorFilterRule: NotImplementedError: The "
+        "create_traffic_mirror_filter_rule action has not been implemented (set APPLIANCE_DEBUG=1 for a traceback)")
+    assert [i.kind for i in result.done] == ["target", "filter"]
+    assert {i.status for i in plan.items if i.kind == "session"} == {"not-run"}
+    assert [i.status for i in plan.items if i.kind == "rule"] == ["failed"] + ["not-run"] * 5
+    assert not result.complete
+    # what the summary reports is what exists
+    assert [t["TrafficMirrorTargetId"] for t in ec2.describe_traffic_mirror_targets()["TrafficMirrorTargets"]] == \
+        [result.done[0].id]

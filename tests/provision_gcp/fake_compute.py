@@ -4,6 +4,7 @@ The real google-cloud-compute REST clients talk to it over HTTP (client_options 
 http://127.0.0.1:PORT), so the library builds, sends and parses real request/response JSON.
 
 Implemented, for the collections the provisioner uses:
+  projects.get and regions.get (the preflight; a project or region that was not seeded is 404),
   insert (POST collection), get (GET item), list (GET collection, paged), delete (DELETE),
   patch (PATCH, JSON merge patch), update (PUT), backendServices getHealth,
   regional and global operations: get (GET) and wait (POST .../wait).
@@ -92,19 +93,21 @@ class Call:
     @property
     def collection(self) -> str:
         parts = self.path.split("/")
-        for i, p in enumerate(parts):
+        for p in parts:
             if p in COLLECTIONS:
                 return p
         return ""
 
 
 COLLECTIONS = {
+    "projects", "regions",
     "networks", "subnetworks", "instances", "firewalls", "instanceTemplates", "healthChecks",
     "instanceGroupManagers", "instanceGroups", "autoscalers", "backendServices", "forwardingRules",
     "packetMirrorings", "operations",
 }
 
 KIND = {
+    "projects": "compute#project", "regions": "compute#region",
     "networks": "compute#network", "subnetworks": "compute#subnetwork", "instances": "compute#instance",
     "firewalls": "compute#firewall", "instanceTemplates": "compute#instanceTemplate",
     "healthChecks": "compute#healthCheck", "instanceGroupManagers": "compute#instanceGroupManager",
@@ -130,7 +133,7 @@ class Fault:
     method: str
     pattern: re.Pattern
     status: int
-    body: dict
+    body: dict | bytes
     times: int
     in_operation: bool = False  # fail the operation (DONE with error) instead of the request
 
@@ -177,9 +180,12 @@ class FakeCompute:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 status, payload = fake.handle(self.command, self.path, raw)
-                out = json.dumps(payload).encode()
+                if isinstance(payload, bytes):  # fake.garbage(): not a JSON answer
+                    out, ctype = payload, "text/html; charset=UTF-8"
+                else:
+                    out, ctype = json.dumps(payload).encode(), "application/json; charset=UTF-8"
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=UTF-8")
+                self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(out)))
                 self.end_headers()
                 self.wfile.write(out)
@@ -223,6 +229,11 @@ class FakeCompute:
     def fail_operation(self, method: str, pattern: str, errors: list[dict], status: int = 403, status_message: str = "FORBIDDEN", times: int = 1):
         body = {"error": {"errors": errors}, "httpErrorStatusCode": status, "httpErrorMessage": status_message}
         self.faults.append(Fault(method.upper(), re.compile(pattern), status, body, times, True))
+
+    def garbage(self, method: str, pattern: str, status: int, body: bytes, times: int = 1):
+        """Answer matching requests with ``body`` as is (an HTML error page from a proxy, a
+        truncated answer): what no API client expects."""
+        self.faults.append(Fault(method.upper(), re.compile(pattern), status, body, times, False))
 
     def on(self, method: str, pattern: str, fn, times: int = 1):
         """Run fn(fake, call) before a matching request is served (e.g. to simulate a race)."""
@@ -278,6 +289,10 @@ class FakeCompute:
 
     def _permission(self, method: str, path: str) -> str:
         parts = path.split("/")
+        if len(parts) == 2 and parts[0] == "projects" and method == "GET":
+            return "compute.projects.get"
+        if len(parts) == 4 and parts[0] == "projects" and parts[2] == "regions" and method == "GET":
+            return "compute.regions.get"
         if len(parts) < 4 or parts[0] != "projects":
             return "unknown"
         if parts[2] == "global":
@@ -305,6 +320,8 @@ class FakeCompute:
         parts = call.path.split("/")
         if call.method == "POST" and parts[-1] in COLLECTIONS and call.body and call.body.get("name"):
             return call.path + "/" + call.body["name"]
+        if len(parts) <= 4:  # projects/P, projects/P/regions/R
+            return call.path
         return "/".join(parts[:6] if parts[2] != "global" else parts[:5])
 
     def _fault(self, call: Call, in_operation: bool) -> Fault | None:
@@ -332,7 +349,7 @@ class FakeCompute:
                 hook[2](self, call)
         fault = self._fault(call, in_operation=False)
         if fault:
-            return fault.status, copy.deepcopy(fault.body)
+            return fault.status, fault.body if isinstance(fault.body, bytes) else copy.deepcopy(fault.body)
 
         parts = call.path.split("/")
         if "operations" in parts:
@@ -374,7 +391,7 @@ class FakeCompute:
         return out
 
     def _check_refs(self, body: dict, skip_prefix: str = ""):
-        for path, url in _walk_urls(body):
+        for _path, url in _walk_urls(body):
             parts = url.split("/")
             if len(parts) < 5:
                 continue
@@ -547,6 +564,8 @@ class FakeCompute:
     # ------------------------------------------------------------------ default world
     def seed_world(self):
         p, r = self.project, self.region
+        self.seed(f"projects/{p}", {"defaultServiceAccount": f"{p}@developer.gserviceaccount.com"})
+        self.seed(f"projects/{p}/regions/{r}", {"status": "UP", "zones": [f"projects/{p}/zones/{r}-{z}" for z in "abc"]})
         net = f"projects/{p}/global/networks/prod-vpc"
         self.seed(net, {"autoCreateSubnetworks": False})
         self.seed(f"projects/{p}/global/networks/other-vpc", {"autoCreateSubnetworks": False})

@@ -55,10 +55,14 @@ def run(fake, capsys):
     """Run the real `appliance` CLI against the local server; return (code, stdout, stderr)."""
     from appliance.cli import main
 
-    def _run(*argv, endpoint=True):
+    def _run(*argv, endpoint=True, yes=True):
         args = list(argv)
         if endpoint:
             args += ["--api-endpoint", fake.endpoint]
+        # Applies are confirmed with --yes: these tests are about the API calls; the prompt
+        # (and the refusal without a terminal) is tested in test_gcp_confirm.py.
+        if yes and args[0] in ("provision", "deprovision") and "status" not in args:
+            args.append("--yes")
         capsys.readouterr()
         code = main(args)
         out, err = capsys.readouterr()
@@ -79,3 +83,38 @@ def provision_args(*extra, name="demo", collector=True):
             "--collector-subnet", "collectors",
         ]
     return args + list(extra)
+
+
+def run_cli_process(argv, *, answer: str | None = None, stdin=None, timeout: float = 90):
+    """Run ``python -m appliance ARGV`` in a child process, as a user would. With ``answer``,
+    stdin is a real terminal (a pty) on which ``answer`` is typed; otherwise ``stdin``
+    (default /dev/null). No credentials: the endpoint is the local server (plain http, so the
+    client uses anonymous credentials). Returns (exit code, stdout, stderr)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "GOOGLE_APPLICATION_CREDENTIALS": "/nonexistent/credentials.json",
+        "APPLIANCE_GCP_POLL_INTERVAL": "0",
+    }
+    master = slave = None
+    if answer is not None:
+        master, slave = pty.openpty()
+        stdin = slave
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "appliance", *argv], cwd=Path(__file__).resolve().parents[2],
+                                env=env, text=True, stdin=subprocess.DEVNULL if stdin is None else stdin,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if master is not None:
+            os.write(master, answer.encode())
+        out, err = proc.communicate(timeout=timeout)
+        return proc.returncode, out, err
+    finally:
+        for fd in (master, slave):
+            if fd is not None:
+                os.close(fd)

@@ -10,7 +10,9 @@ import json
 from pathlib import Path
 
 import pytest
-from gcp_helpers import PROJECT, REGION, provision_args, fake, offline, run  # noqa: F401 (fixtures)
+from gcp_helpers import PROJECT, REGION, fake, offline, provision_args, run  # noqa: F401 (fixtures)
+
+from provision import exitcodes
 
 PERMS = json.loads((Path(__file__).parents[2] / "provision/gcp/permissions.json").read_text())
 LOC = ("--project", PROJECT, "--region", REGION)
@@ -100,7 +102,7 @@ def test_each_listed_permission_is_needed_and_named_when_missing(run, fake, comm
     fake.granted = set(PERMS["commands"][command]) - {missing}
     with pytest.raises(ScenarioFailed) as failed:
         scenario(run, fake)
-    assert failed.value.code == 3
+    assert failed.value.code == exitcodes.DENIED
     errors = [line for line in failed.value.err.splitlines() if line.startswith("appliance: error:")]
     assert len(errors) == 1
     assert errors[0].startswith("appliance: error: permission denied while ")

@@ -6,7 +6,7 @@ import copy
 import json
 
 import pytest
-from gcp_helpers import PROJECT, REGION, provision_args, fake, offline, run  # noqa: F401 (fixtures)
+from gcp_helpers import PROJECT, REGION, fake, offline, provision_args, run  # noqa: F401 (fixtures)
 
 P = f"projects/{PROJECT}"
 R = f"{P}/regions/{REGION}"
@@ -186,7 +186,7 @@ def test_existing_collector_only_creates_the_policy(run, fake):
     [
         ("plain-ilb", 2, "is not a mirroring collector (isMirroringCollector is false"),
         ("web-lb", 2, "has loadBalancingScheme=EXTERNAL; packet mirroring needs an INTERNAL passthrough"),
-        ("missing-ilb", 5, "collector forwarding rule projects/demo-proj/regions/us-central1/forwardingRules/missing-ilb not found"),
+        ("missing-ilb", 2, "forwarding rule projects/demo-proj/regions/us-central1/forwardingRules/missing-ilb (--collector-ilb)"),
         (f"{P}/regions/europe-west1/forwardingRules/x", 2, "is in region europe-west1, not us-central1"),
         (f"{P}/global/forwardingRules/x", 2, "is a global forwarding rule"),
     ],

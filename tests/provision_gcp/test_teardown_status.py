@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 import json
 
-from gcp_helpers import PROJECT, REGION, provision_args, fake, offline, run  # noqa: F401 (fixtures)
+from gcp_helpers import PROJECT, REGION, fake, offline, provision_args, run  # noqa: F401 (fixtures)
+
+from provision import exitcodes
 
 P = f"projects/{PROJECT}"
 R = f"{P}/regions/{REGION}"
@@ -81,24 +83,69 @@ def test_teardown_dry_run_deletes_nothing(run, fake):
 
 def test_teardown_of_a_half_built_deployment(run, fake):
     fake.fail("POST", r"/backendServices$", 403, "Quota 'BACKEND_SERVICES' exceeded.  Limit: 5.0 in region us-central1.", "quotaExceeded")
-    assert run(*provision_args("--subnet", "app-a"))[0] == 4
+    code, out, err = run(*provision_args("--subnet", "app-a"))
+    assert code == exitcodes.QUOTA
+    # the partial apply says what exists now, and the exact commands to finish or undo it
+    assert ("Changed before the stop: created firewall rule demo-allow-health; created firewall rule "
+            "demo-allow-mirrored; created health check demo-hc; created instance template demo-tmpl; created "
+            "managed instance group demo-mig; created autoscaler demo-as.") in out
+    finish, undo = next_steps(out)
+    assert undo == ["appliance", "deprovision", "gcp", "--project", PROJECT, "--region", REGION, "--name", "demo",
+                    "--api-endpoint", fake.endpoint]
+    # the undo command, as printed, removes exactly what the partial apply created
     n = len(fake.calls)
-    code, out, err = run("deprovision", "gcp", *LOC, "--name", "demo")
+    code, out, err = run(*undo[1:], endpoint=False)
     assert code == 0, err
     assert [c.path for c in fake.calls[n:] if c.method == "DELETE"] == TEARDOWN[3:]
     assert "6 resources deleted" in out
+
+
+def test_the_printed_finish_command_completes_a_partial_apply(run, fake):
+    fake.fail("POST", r"/backendServices$", 403, "Quota 'BACKEND_SERVICES' exceeded.  Limit: 5.0 in region us-central1.", "quotaExceeded")
+    code, out, err = run(*provision_args("--subnet", "app-a", "--tag", "web", "--cidr", "10.8.0.0/16"))
+    assert code == exitcodes.QUOTA
+    finish, _ = next_steps(out)
+    assert finish[:3] == ["appliance", "provision", "gcp"] and finish[-1] == "--yes"
+    for flag, value in (("--subnet", "app-a"), ("--tag", "web"), ("--cidr", "10.8.0.0/16"), ("--min", "2"),
+                        ("--max", "5"), ("--collector-subnet", "collectors")):
+        assert finish[finish.index(flag) + 1] == value
+    code, out, err = run(*finish[1:], endpoint=False, yes=False)
+    assert code == 0, err
+    assert "3 created, 0 updated, 6 unchanged" in out
+    assert all(fake.get(url) is not None for url in TEARDOWN)
+
+
+def next_steps(out: str) -> tuple[list[str], list[str] | None]:
+    """The finish and undo commands printed after a partial apply, as argv lists."""
+    import shlex
+
+    lines = out.splitlines()
+    finish = shlex.split(lines[lines.index("To finish, run the same command again (it keeps what exists and does the rest):") + 1])
+    marker = "To undo, remove everything this deployment created:"
+    undo = shlex.split(lines[lines.index(marker) + 1]) if marker in lines else None
+    return finish, undo
 
 
 def test_teardown_stops_cleanly_when_a_resource_is_still_used(run, fake):
     assert run(*provision_args("--subnet", "app-a"))[0] == 0
     # Someone pointed their own backend service at our health check.
     fake.seed(f"{R}/backendServices/theirs", {"loadBalancingScheme": "INTERNAL", "healthChecks": [f"{R}/healthChecks/demo-hc"]})
-    code, _, err = run("deprovision", "gcp", *LOC, "--name", "demo")
-    assert code == 6
+    code, out, err = run("deprovision", "gcp", *LOC, "--name", "demo")
+    assert code == exitcodes.CONFLICT
     line = err.splitlines()[-1]
     assert line.startswith("appliance: error: cannot finish deleting health check demo-hc:")
     assert f"is already being used by '{R}/backendServices/theirs'" in line
     assert fake.get(f"{R}/backendServices/theirs") is not None
+    # what is gone, what is left, and how to finish
+    assert "stopped while deleting health check demo-hc." in out
+    assert ("Deleted before the stop: packet mirroring policy demo-pm; forwarding rule demo-fr; backend service "
+            "demo-bes; autoscaler demo-as; managed instance group demo-mig; instance template demo-tmpl.") in out
+    assert ("Still there: health check demo-hc; firewall rule demo-allow-mirrored; firewall rule "
+            "demo-allow-health.") in out
+    lines = out.splitlines()
+    finish = lines[lines.index("To finish, run the same command again (it deletes what is left):") + 1]
+    assert finish == (f"  appliance deprovision gcp --project {PROJECT} --region {REGION} --api-endpoint {fake.endpoint} "
+                      "--name demo --yes")
 
 
 def test_status_shows_policy_mirrored_resources_and_collector_health(run, fake):
@@ -160,7 +207,11 @@ def test_status_lists_deployments_across_pages(run, fake):
     assert [d["deployment"] for d in json.loads(out)["deployments"]] == ["alpha", "beta", "gamma"]
 
 
-def test_status_of_an_unknown_deployment_is_exit_5(run, fake):
+def test_status_of_an_unknown_deployment_is_exit_7(run, fake):
+    code, out, _ = run("provision", "gcp", "status", *LOC, "--name", "nope", "--json")
+    assert code == exitcodes.NOT_FOUND
+    assert json.loads(out) == {"cloud": "gcp", "deployment": "nope", "project": PROJECT, "region": REGION,
+                               "found": False}
     code, _, err = run("provision", "gcp", "status", *LOC, "--name", "nope")
-    assert code == 5
+    assert code == exitcodes.NOT_FOUND
     assert err == f"appliance: error: no deployment 'nope' in project {PROJECT}, region {REGION} (packet mirroring policy nope-pm not found)\n"
