@@ -8,7 +8,12 @@ whole-clock-second buckets it overlaps, so the sum of the buckets equals what wa
 (nothing is invented or lost by sampling), whatever the cadence of the observations. A
 second is published once an observation from a later second arrives.
 
-Bounded: one ring of ``seconds`` buckets × 3 metrics of float32 per key (the appliance's
+Each bucket holds a whole count (packets, bytes or pairs in that second: the rate over
+one second), as a uint32; the fraction a spread leaves is carried into the key's next
+second, so the counts still add up exactly. Whole counts keep the JSON short and let the
+document be built from array slices, not number by number.
+
+Bounded: one ring of ``seconds`` buckets × 3 metrics of uint32 per key (the appliance's
 totals and at most ``max_sessions`` sessions). A session with no traffic for the whole
 window is forgotten (its rates are all zero, which is what a reader assumes for a session
 missing from the history); past ``max_sessions``, the least recently active session is
@@ -30,7 +35,9 @@ METRICS = ("packets_per_s", "bytes_per_s", "pairs_per_s")
 DEFAULT_SECONDS = 600
 DEFAULT_MAX_SESSIONS = 256
 TOTALS = ""  # the key of the appliance-wide ring
-_ITEM = array("f").itemsize  # 4: float32 is plenty for plotting rates
+_TYPE = "I"  # uint32: up to 4.29e9 a second (34 Gbit/s of bytes); more saturates
+_ITEM = array(_TYPE).itemsize
+_MAX = (1 << (8 * _ITEM)) - 1
 
 Counters = Sequence[float]  # cumulative (packets, bytes, pairs)
 
@@ -53,18 +60,18 @@ def parse_seconds(query: Mapping[str, Sequence[str]]) -> int | None:
     return int(text)
 
 
-def _compact(value: float) -> float | int:
-    """A rate for JSON: integers stay integers, the rest keeps 3 significant figures."""
-    if value >= 100 or value == int(value):
-        return int(round(value))
-    return round(value, 2)
+def _three(counters: Counters) -> tuple[float, float, float]:
+    p, b, q = (list(counters[:3]) + [0, 0, 0])[:3]
+    return float(p), float(b), float(q)
 
 
 class _Ring:
-    __slots__ = ("values", "last_active")
+    __slots__ = ("series", "carry", "last_active")
 
     def __init__(self, seconds: int) -> None:
-        self.values = array("f", bytes(seconds * len(METRICS) * _ITEM))
+        # one array per metric, indexed by (unix second % seconds)
+        self.series = [array(_TYPE, bytes(seconds * _ITEM)) for _ in METRICS]
+        self.carry = [0.0, 0.0, 0.0]  # the fractions not yet in a whole count
         self.last_active = -1  # the last second with traffic
 
 
@@ -81,7 +88,7 @@ class RateHistory:
         self._lock = threading.Lock()
         self._rings: dict[str, _Ring] = {TOTALS: _Ring(seconds)}
         self._t: float | None = None          # time of the previous observation
-        self._prev: dict[str, tuple[float, ...]] = {}
+        self._prev: dict[str, tuple[float, float, float]] = {}
         self._open: dict[str, list[float]] = {}  # traffic so far in the unfinished second
         self._end: int | None = None          # the published seconds end here (exclusive)
         self._published = 0                   # how many seconds are known (≤ seconds)
@@ -91,9 +98,9 @@ class RateHistory:
                 sessions: Mapping[str, Counters]) -> None:
         """Cumulative counters as of ``now`` (unix seconds): the appliance's and per session
         (keyed by VNI as a string)."""
-        current = {TOTALS: tuple(float(v) for v in totals[:3])}
+        current = {TOTALS: _three(totals)}
         for key, counters in sessions.items():
-            current[str(key)] = tuple(float(v) for v in counters[:3])
+            current[str(key)] = _three(counters)
         with self._lock:
             if self._t is None or now < self._t or not math.isfinite(now):
                 # the first observation is the baseline; a clock stepped backwards starts over
@@ -105,7 +112,7 @@ class RateHistory:
                 # A counter that went down (a worker restarted and its counts left the sum)
                 # counts nothing this time and is the new baseline: a dip in the plot,
                 # never a spike of everything counted before.
-                d = [v - b if v >= b else 0.0 for v, b in zip(values, before)]
+                d = [v - b if v >= b else 0.0 for v, b in zip(values, before, strict=True)]
                 if any(d):
                     deltas[key] = d
             self._spread(self._t, now, deltas)
@@ -116,7 +123,7 @@ class RateHistory:
             kept.update(current)
             self._prev = kept
 
-    def _restart(self, now: float, current: dict[str, tuple[float, ...]]) -> None:
+    def _restart(self, now: float, current: dict[str, tuple[float, float, float]]) -> None:
         self._rings = {TOTALS: _Ring(self.seconds)}
         self._open = {}
         self._published = 0
@@ -157,17 +164,22 @@ class RateHistory:
         self._open = {}
 
     def _write(self, second: int, values: dict[str, list[float]]) -> None:
-        n = len(METRICS)
-        slot = (second % self.seconds) * n
+        slot = second % self.seconds
         for key in values:
             if key not in self._rings:
                 self._admit(key, values)
         for key, ring in self._rings.items():
             acc = values.get(key)
-            if acc is None:
-                ring.values[slot:slot + n] = array("f", (0.0, 0.0, 0.0))
-            else:
-                ring.values[slot:slot + n] = array("f", acc)
+            if acc is None and not any(ring.carry):
+                for series in ring.series:
+                    series[slot] = 0
+                continue
+            for i, series in enumerate(ring.series):
+                exact = (acc[i] if acc is not None else 0.0) + ring.carry[i]
+                whole = max(0, int(exact + 0.5))
+                ring.carry[i] = exact - whole
+                series[slot] = min(whole, _MAX)
+            if acc is not None:
                 ring.last_active = second
         self._end = second + 1
         self._published = min(self.seconds, self._published + 1)
@@ -205,21 +217,22 @@ class RateHistory:
         return {"step_s": 1, "end": end, "seconds": self.seconds, "totals": totals,
                 "sessions": sessions, "dropped_sessions": dropped}
 
-    def _series(self, ring: _Ring, n: int) -> dict[str, list]:
-        out: dict[str, list] = {m: [] for m in METRICS}
+    def _series(self, ring: _Ring, n: int) -> dict[str, list[int]]:
         if not n or self._end is None:
-            return out
-        width = len(METRICS)
-        for second in range(self._end - n, self._end):
-            slot = (second % self.seconds) * width
-            for i, m in enumerate(METRICS):
-                out[m].append(_compact(ring.values[slot + i]))
+            return {m: [] for m in METRICS}
+        start, stop = (self._end - n) % self.seconds, self._end % self.seconds
+        out = {}
+        for m, series in zip(METRICS, ring.series, strict=True):
+            if start < stop:
+                out[m] = series[start:stop].tolist()
+            else:  # the window wraps around the end of the ring
+                out[m] = series[start:].tolist() + series[:stop].tolist()
         return out
 
     def nbytes(self) -> int:
         """Bytes held by the rings right now (≤ :func:`bound_bytes`)."""
         with self._lock:
-            return sum(len(r.values) * _ITEM for r in self._rings.values())
+            return sum(len(s) * _ITEM for r in self._rings.values() for s in r.series)
 
     def session_count(self) -> int:
         with self._lock:
