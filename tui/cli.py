@@ -46,7 +46,8 @@ def register(sub) -> None:
     s = sub.add_parser(
         "status", help="print an appliance's status once (table, or JSON for scripts)",
         description="Read GET /status once and print it as a table, or as JSON with --json. "
-                    "Exit status 1 with one line on stderr when the appliance cannot be read.")
+                    "Exit status 1 with one line on stderr when the appliance cannot be read "
+                    "or what answers is not an appliance.")
     s.add_argument("--url", default=DEFAULT_URL, metavar="URL",
                    help=f"appliance HTTP endpoint (default {DEFAULT_URL})")
     s.add_argument("--json", action="store_true",
@@ -79,7 +80,8 @@ def cmd_status(args) -> int:
 
     (url,) = _normalise([args.url])
     try:
-        doc = fetch(url, timeout=args.timeout)
+        # the tables do not show the rate history: do not fetch it (--json: as served)
+        doc = fetch(url, timeout=args.timeout, history=None if args.json else 0)
     except StatusError as exc:
         raise _cli_error(f"cannot read {url}/status: {exc}", EXIT_UNREACHABLE) from None
     if args.json:

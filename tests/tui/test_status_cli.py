@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from statusd import free_port, sample_status
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,7 +85,43 @@ def test_status_http_error_and_not_json(server):
     server.set([1, 2, 3])
     proc = appliance("status", "--url", server.url, "--json")
     assert proc.returncode == 1
-    assert "not a JSON object" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "not an appliance (its answer is JSON but not an object)" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("doc", [{}, {"status": "UP", "groups": ["liveness"]},
+                                 {"schema": "other-service/health", "version": "3"}],
+                         ids=["empty", "another-service", "another-schema"])
+def test_status_refuses_json_that_is_not_an_appliance(server, doc):
+    """Any JSON is not an appliance: one line, exit 1, nothing on stdout (not a table of
+    dashes, not the foreign document as --json)."""
+    server.set(doc)
+    for args in ((), ("--json",)):
+        proc = appliance("status", "--url", server.url, *args)
+        assert proc.returncode == 1, proc.stdout
+        assert proc.stdout == ""
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in proc.stderr
+        assert lines[0].startswith(f"appliance: error: cannot read {server.url}/status: "
+                                   "not an appliance ("), lines[0]
+
+
+def test_status_names_a_schema_version_it_does_not_read(server):
+    server.set(dict(sample_status(), schema_version=2))
+    proc = appliance("status", "--url", server.url)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert "incompatible appliance (its /status is schema version 2, this console reads " \
+           "version 1" in proc.stderr
+
+
+def test_status_table_asks_for_no_history_and_json_gets_all(server):
+    """The table does not show the history, so it does not fetch it; --json prints the
+    document as served, history included."""
+    assert appliance("status", "--url", server.url).returncode == 0
+    assert server.queries[-1] == 0
+    proc = appliance("status", "--url", server.url, "--json")
+    assert server.queries[-1] is None
+    assert len(json.loads(proc.stdout)["history"]["totals"]["packets_per_s"]) == 600
 
 
 def test_bad_url_and_interval_are_usage_errors():
