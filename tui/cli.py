@@ -27,7 +27,7 @@ def _positive(text: str) -> float:
     return value
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser(
         "tui", help="live console: sessions, throughput, memory, Kafka (one appliance or a fleet)",
         description="Watch one or more running appliances live. Reads GET /status on each; "
@@ -57,7 +57,7 @@ def register(sub) -> None:
     s.set_defaults(func=cmd_status)
 
 
-def _cli_error(message: str, code: int):
+def _cli_error(message: str, code: int) -> Exception:
     from appliance.cli import CliError
 
     return CliError(message, code)
@@ -75,7 +75,7 @@ def _normalise(urls: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def cmd_status(args) -> int:
+def cmd_status(args: argparse.Namespace) -> int:
     from tui.client import StatusError, fetch
 
     (url,) = _normalise([args.url])
@@ -101,7 +101,7 @@ def cmd_status(args) -> int:
     return 0
 
 
-def cmd_tui(args) -> int:
+def cmd_tui(args: argparse.Namespace) -> int:
     urls = _normalise(args.url or [DEFAULT_URL])
     # Textual draws on stderr and reads keys from stdin.
     if not (sys.stdin.isatty() and sys.stderr.isatty()):

@@ -18,8 +18,12 @@ from __future__ import annotations
 import json
 import socket
 import urllib.parse
+from typing import TYPE_CHECKING
 
 from appliance.runtime.statusdoc import SCHEMA, SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    import httpx  # imported by fetch_async: `appliance status` needs only the stdlib
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = 3.0
@@ -147,14 +151,14 @@ def fetch(url: str, timeout: float = DEFAULT_TIMEOUT, history: int | None = None
     return _decode(body)
 
 
-def _http_reason(code: int, phrase) -> str:
+def _http_reason(code: int, phrase: object) -> str:
     text = f"HTTP {code} {phrase or ''}".strip()
     if code == 404:
         text += " (no /status here: is this an appliance's HTTP port?)"
     return text
 
 
-def _os_reason(reason, timeout: float) -> str:
+def _os_reason(reason: object, timeout: float) -> str:
     if isinstance(reason, (TimeoutError, socket.timeout)):
         return _timeout_text(timeout)
     if isinstance(reason, ConnectionRefusedError):
@@ -166,7 +170,7 @@ def _os_reason(reason, timeout: float) -> str:
     return str(reason) or reason.__class__.__name__
 
 
-async def fetch_async(client, url: str, timeout: float = DEFAULT_TIMEOUT,
+async def fetch_async(client: httpx.AsyncClient, url: str, timeout: float = DEFAULT_TIMEOUT,
                       history: int | None = None) -> dict:
     """GET <url>/status once with an ``httpx.AsyncClient``."""
     import httpx

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 # Sort keys for the sessions table, in the order `s` cycles through them.
 # (key, label, descending by default)
@@ -35,7 +36,7 @@ DROP_LABELS = {
 }
 
 
-def num(value) -> float | None:
+def num(value: object) -> float | None:
     """A finite number, or None (bools, strings, NaN and null are 'not known')."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
@@ -43,7 +44,7 @@ def num(value) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def dig(doc, *keys, default=None):
+def dig(doc: object, *keys: str, default: Any = None) -> Any:
     """doc[k1][k2]... or ``default`` when any level is missing or not a dict."""
     cur = doc
     for key in keys:
@@ -53,7 +54,7 @@ def dig(doc, *keys, default=None):
     return default if cur is None else cur
 
 
-def text(value) -> str | None:
+def text(value: object) -> str | None:
     if value is None:
         return None
     if isinstance(value, (list, tuple)):
@@ -213,7 +214,7 @@ class History:
     sessions: dict[str, dict[str, list[float]]]
 
 
-def _samples(block, n: int | None = None) -> dict[str, list[float]] | None:
+def _samples(block: object, n: int | None = None) -> dict[str, list[float]] | None:
     if not isinstance(block, dict):
         return None
     out = {}

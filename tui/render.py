@@ -3,8 +3,10 @@ one-shot status report. Only rich (a base dependency) is imported here."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 from rich import box
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -131,7 +133,8 @@ def bar(percent: float | None, width: int) -> Text:
     return out
 
 
-def gauge(label: str, used, limit, width: int, show=fmt.size, label_width: int = 5) -> Text:
+def gauge(label: str, used: object, limit: object, width: int,
+          show: Callable[[object], str] = fmt.size, label_width: int = 5) -> Text:
     """``RSS  ████░░░░ 118 MiB / 500 MiB``, shortened to fit ``width``."""
     pct = fmt.percent(used, limit)
     head = Text(f"{label:<{label_width}}", style="bold")
@@ -159,7 +162,7 @@ def gauge(label: str, used, limit, width: int, show=fmt.size, label_width: int =
 # --------------------------------------------------------------------------------------
 
 
-def _kv(rows) -> Table:
+def _kv(rows: Iterable[tuple[str, RenderableType]]) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold cyan", no_wrap=True)
     grid.add_column()

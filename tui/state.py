@@ -103,7 +103,7 @@ class ApplianceState:
         """Poll interval while healthy; doubling from it on consecutive failures."""
         if not self.failures:
             return interval
-        return min(max_backoff, interval * (2 ** min(self.failures - 1, 16)))
+        return float(min(max_backoff, interval * 2.0 ** min(self.failures - 1, 16)))
 
     def series(self, metric: str, scope: str = TOTALS) -> list[float]:
         """A plotted series (oldest first, full length): the appliance's or a session's

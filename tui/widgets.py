@@ -8,6 +8,8 @@ width, so a narrow terminal loses the end of a line, never the meaning of a figu
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -247,7 +249,7 @@ class Bars(Widget):
 
     DEFAULT_CSS = "Bars { height: 1; color: $primary; }"
 
-    def __init__(self, **kw) -> None:
+    def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
         self.values: list[float] = []
 
@@ -269,7 +271,7 @@ class RatePlots(Vertical):
     RatePlots .plot-label { height: 1; text-wrap: nowrap; text-overflow: ellipsis; }
     """
 
-    def __init__(self, **kw) -> None:
+    def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
         self._shown: tuple = (None, None, TOTALS)
 
@@ -310,7 +312,7 @@ class SessionFacts(StateView):
 
     DEFAULT_CSS = "SessionFacts { height: auto; }"
 
-    def __init__(self, console_state: ConsoleState, key: str, **kw) -> None:
+    def __init__(self, console_state: ConsoleState, key: str, **kw: Any) -> None:
         super().__init__(console_state, **kw)
         self.key = key
 

@@ -11,6 +11,7 @@ carries ten minutes of per-second history. Regenerate with
 from __future__ import annotations
 
 import socket
+import time
 
 import pytest
 from statusd import NOW, StatusServer, sample_history, sample_status
@@ -18,9 +19,11 @@ from statusd import NOW, StatusServer, sample_history, sample_status
 from tui.app import ConsoleApp
 
 # The URLs appear on screen, so the ports are fixed.  They sit below Linux's ephemeral
-# range (32768-60999), so no outgoing connection of this or another test can hold them;
-# only a service deliberately listening there could, and that fails loudly.
+# range (32768-60999), so no outgoing connection can hold them.  Another run of these
+# tests on the same machine (a second checkout) may hold one for a second or two: wait for
+# it; a service that keeps one fails loudly after PORT_WAIT.
 PORT_A, PORT_B, PORT_CLOSED, PORT_OTHER = 27311, 27312, 27313, 27314
+PORT_WAIT = 60.0
 
 
 class Clock:
@@ -32,10 +35,14 @@ class Clock:
 
 
 def fixed_server(port: int, doc: dict) -> StatusServer:
-    try:
-        return StatusServer(doc, port=port)
-    except OSError as exc:
-        pytest.fail(f"snapshot port {port} is taken by another service here: {exc}")
+    deadline = time.monotonic() + PORT_WAIT
+    while True:
+        try:
+            return StatusServer(doc, port=port)
+        except OSError as exc:
+            if time.monotonic() > deadline:
+                pytest.fail(f"snapshot port {port} stayed taken for {PORT_WAIT:g}s: {exc}")
+            time.sleep(0.2)
 
 
 @pytest.fixture
@@ -70,12 +77,20 @@ def server_other():
 
 @pytest.fixture
 def closed_port():
-    with socket.socket() as s:  # nothing may listen there
-        try:
-            s.bind(("127.0.0.1", PORT_CLOSED))
-        except OSError:
-            pytest.fail(f"port {PORT_CLOSED} must be closed for this test, and is in use here")
-    return f"http://127.0.0.1:{PORT_CLOSED}"
+    """A port that refuses connections: bound (so nothing else can listen there during the
+    test) but not listening."""
+    deadline = time.monotonic() + PORT_WAIT
+    with socket.socket() as s:
+        while True:
+            try:
+                s.bind(("127.0.0.1", PORT_CLOSED))
+                break
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"port {PORT_CLOSED} must be closed for this test, and stayed "
+                                f"in use for {PORT_WAIT:g}s: {exc}")
+                time.sleep(0.2)
+        yield f"http://127.0.0.1:{PORT_CLOSED}"
 
 
 def app_for(*urls: str, clock: Clock | None = None) -> ConsoleApp:

@@ -107,7 +107,7 @@ class FleetScreen(ViewScreen):
         sessions = d(doc, "sessions", default=[])
         total_drops = sum(v for _, v in m.drops(doc)) if doc else None
 
-        def flagged(value, style) -> Text:
+        def flagged(value: object, style: str) -> Text:
             return right(fmt.count(value), style if m.num(value) and not dim else "")
 
         return {
