@@ -52,13 +52,13 @@ class ConsoleApp(App[int]):
     def __init__(self, urls: Iterable[str], *, interval: float = 1.0,
                  timeout: float = DEFAULT_TIMEOUT, history_s: float = 300.0,
                  max_backoff: float = 30.0, clock: Callable[[], float] = time.time,
-                 live: bool = True) -> None:
+                 live: bool = True, token: str | None = None) -> None:
         super().__init__()
         self.console_state = ConsoleState(urls, interval=interval, timeout=timeout,
                                           history_s=history_s, max_backoff=max_backoff,
                                           clock=clock)
         self.live = live
-        self.poller = Poller(self.console_state, on_change=self.redraw)
+        self.poller = Poller(self.console_state, on_change=self.redraw, token=token)
 
     def get_default_screen(self) -> Screen:
         if self.console_state.fleet:

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from tui.client import DEFAULT_TIMEOUT, DEFAULT_URL
+from tui.client import DEFAULT_TIMEOUT, DEFAULT_URL, TOKEN_ENV
 
 EXIT_UNREACHABLE = 1
 
@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "tui", help="live console: sessions, throughput, memory, Kafka (one appliance or a fleet)",
         description="Watch one or more running appliances live. Reads GET /status on each; "
                     "with several --url a fleet view opens first (Enter drills down). "
-                    "Press ? inside for the keys.")
+                    f"Press ? inside for the keys. {TOKEN_ENV}, when set, is sent as a "
+                    "bearer token (for appliances that protect /status).")
     t.add_argument("--url", action="append", metavar="URL",
                    help=f"appliance HTTP endpoint (default {DEFAULT_URL}); repeat for a fleet")
     t.add_argument("--interval", type=_positive, default=1.0, metavar="S",
@@ -47,7 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "status", help="print an appliance's status once (table, or JSON for scripts)",
         description="Read GET /status once and print it as a table, or as JSON with --json. "
                     "Exit status 1 with one line on stderr when the appliance cannot be read "
-                    "or what answers is not an appliance.")
+                    f"or what answers is not an appliance. {TOKEN_ENV}, when set, is sent as "
+                    "a bearer token (for appliances that protect /status).")
     s.add_argument("--url", default=DEFAULT_URL, metavar="URL",
                    help=f"appliance HTTP endpoint (default {DEFAULT_URL})")
     s.add_argument("--json", action="store_true",
@@ -81,7 +83,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     (url,) = _normalise([args.url])
     try:
         # the tables do not show the rate history: do not fetch it (--json: as served)
-        doc = fetch(url, timeout=args.timeout, history=None if args.json else 0)
+        doc = fetch(url, timeout=args.timeout, history=None if args.json else 0,
+                    token=os.environ.get(TOKEN_ENV) or None)
     except StatusError as exc:
         raise _cli_error(f"cannot read {url}/status: {exc}", EXIT_UNREACHABLE) from None
     if args.json:
@@ -113,6 +116,6 @@ def cmd_tui(args: argparse.Namespace) -> int:
         raise _cli_error(f"the console needs the 'tui' extra ({exc.name} is missing): "
                          "pip install 'mirror-appliance[tui]'", 2) from None
     app = ConsoleApp(urls, interval=max(0.2, args.interval), timeout=args.timeout,
-                     history_s=args.history)
+                     history_s=args.history, token=os.environ.get(TOKEN_ENV) or None)
     app.run()
     return app.return_code or 0

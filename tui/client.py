@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     import httpx  # imported by fetch_async: `appliance status` needs only the stdlib
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+# An appliance that sets this protects /status with "Authorization: Bearer <token>"; the
+# readers send the same variable's value, from the environment (not a flag: argv is public).
+TOKEN_ENV = "APPLIANCE_HTTP_TOKEN"
 DEFAULT_TIMEOUT = 3.0
 MAX_BYTES = 16 << 20  # a /status with thousands of sessions is still far below this
 
@@ -127,14 +130,21 @@ def _timeout_text(timeout: float) -> str:
     return f"timed out after {timeout:g}s"
 
 
-def fetch(url: str, timeout: float = DEFAULT_TIMEOUT, history: int | None = None) -> dict:
+def request_headers(token: str | None = None) -> dict[str, str]:
+    headers = {"Accept": "application/json", "User-Agent": "appliance-console"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+def fetch(url: str, timeout: float = DEFAULT_TIMEOUT, history: int | None = None,
+          token: str | None = None) -> dict:
     """GET <url>/status once, synchronously (stdlib only)."""
     import urllib.error
     import urllib.request
 
     target = status_url(url, history)
-    req = urllib.request.Request(target, headers={"Accept": "application/json",
-                                                  "User-Agent": "appliance-status"})
+    req = urllib.request.Request(target, headers=request_headers(token))
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - http(s) only
             body = resp.read(MAX_BYTES + 1)
@@ -155,6 +165,8 @@ def _http_reason(code: int, phrase: object) -> str:
     text = f"HTTP {code} {phrase or ''}".strip()
     if code == 404:
         text += " (no /status here: is this an appliance's HTTP port?)"
+    elif code == 401:
+        text += f" (set {TOKEN_ENV} to the appliance's token)"
     return text
 
 
@@ -171,13 +183,13 @@ def _os_reason(reason: object, timeout: float) -> str:
 
 
 async def fetch_async(client: httpx.AsyncClient, url: str, timeout: float = DEFAULT_TIMEOUT,
-                      history: int | None = None) -> dict:
+                      history: int | None = None, token: str | None = None) -> dict:
     """GET <url>/status once with an ``httpx.AsyncClient``."""
     import httpx
 
     try:
         resp = await client.get(status_url(url, history), timeout=timeout,
-                                headers={"Accept": "application/json"})
+                                headers=request_headers(token))
     except httpx.TimeoutException:
         raise StatusError(_timeout_text(timeout)) from None
     except httpx.ConnectError as exc:

@@ -21,9 +21,11 @@ if TYPE_CHECKING:
 
 
 class Poller:
-    def __init__(self, console_state: ConsoleState, on_change: Callable[[], None]) -> None:
+    def __init__(self, console_state: ConsoleState, on_change: Callable[[], None],
+                 token: str | None = None) -> None:
         self.console_state = console_state
         self.on_change = on_change
+        self.token = token  # sent as a bearer token to every appliance (APPLIANCE_HTTP_TOKEN)
         self._client: httpx.AsyncClient | None = None
         self._wake: dict[str, asyncio.Event] = {}
         self._unpaused: asyncio.Event | None = None
@@ -53,7 +55,8 @@ class Poller:
         st.polling = True
         error: StatusError | None = None
         try:
-            doc = await fetch_async(self._client, st.url, c.timeout, history=asked)
+            doc = await fetch_async(self._client, st.url, c.timeout, history=asked,
+                                    token=self.token)
         except StatusError as exc:
             error, doc = exc, None
         except Exception as exc:  # e.g. an httpx quirk: show it, keep running

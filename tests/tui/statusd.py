@@ -124,6 +124,7 @@ class StatusServer:
         self.doc = copy.deepcopy(doc) if doc is not None else sample_status()
         self.requests = 0
         self.queries: list[int | None] = []
+        self.token: str | None = None  # when set, /status wants "Authorization: Bearer <it>"
         self.status_code = 200
         self._lock = threading.Lock()
         server = self
@@ -136,6 +137,9 @@ class StatusServer:
                 path, _, query = self.path.partition("?")
                 if path != "/status":
                     self.send_error(404)
+                    return
+                if server.token and self.headers.get("Authorization") != f"Bearer {server.token}":
+                    self.send_error(401, "unauthorized")
                     return
                 asked = urllib.parse.parse_qs(query).get("history")
                 seconds = int(asked[-1]) if asked else None

@@ -567,3 +567,17 @@ def test_narrow_sessions_table_shows_whole_figures(server):
             assert all(len(line) <= 80 for line in text.splitlines())
 
     run(scenario())
+
+
+def test_console_sends_the_token(server):
+    server.token = "s3cret-token"
+
+    async def scenario():
+        app = live_app(server.url, token="s3cret-token")
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for_text(pilot, "● ip-10-0-1-5", "1k pkts/s")
+        app = live_app(server.url)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for_text(pilot, "HTTP 401", "APPLIANCE_HTTP_TOKEN")
+
+    run(scenario())

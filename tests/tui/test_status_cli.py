@@ -15,9 +15,11 @@ from statusd import free_port, sample_status
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def appliance(*args: str, columns: int = 160) -> subprocess.CompletedProcess:
+def appliance(*args: str, columns: int = 160, **extra_env: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, COLUMNS=str(columns), NO_COLOR="1", PYTHONPATH=str(ROOT))
     env.pop("FORCE_COLOR", None)
+    env.pop("APPLIANCE_HTTP_TOKEN", None)
+    env.update(extra_env)
     return subprocess.run([sys.executable, "-m", "appliance", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=30,
                           stdin=subprocess.DEVNULL)
@@ -155,3 +157,15 @@ def test_help_lists_the_commands_and_register_is_light():
                           text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_status_sends_the_token_from_the_environment(server):
+    """An appliance that protects /status with APPLIANCE_HTTP_TOKEN: without the token the
+    error says what to set; with it (from the environment, never a flag) the read works."""
+    server.token = "s3cret-token"
+    proc = appliance("status", "--url", server.url)
+    assert proc.returncode == 1
+    assert "HTTP 401" in proc.stderr and "set APPLIANCE_HTTP_TOKEN" in proc.stderr
+    proc = appliance("status", "--url", server.url, "--json", APPLIANCE_HTTP_TOKEN="s3cret-token")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["hostname"] == "ip-10-0-1-5"
