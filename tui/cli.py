@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from tui.client import DEFAULT_TIMEOUT, DEFAULT_URL
+from tui.client import DEFAULT_TIMEOUT, DEFAULT_URL, TOKEN_ENV
 
 EXIT_UNREACHABLE = 1
 
@@ -27,12 +27,13 @@ def _positive(text: str) -> float:
     return value
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser(
         "tui", help="live console: sessions, throughput, memory, Kafka (one appliance or a fleet)",
         description="Watch one or more running appliances live. Reads GET /status on each; "
                     "with several --url a fleet view opens first (Enter drills down). "
-                    "Press ? inside for the keys.")
+                    f"Press ? inside for the keys. {TOKEN_ENV}, when set, is sent as a "
+                    "bearer token (for appliances that protect /status).")
     t.add_argument("--url", action="append", metavar="URL",
                    help=f"appliance HTTP endpoint (default {DEFAULT_URL}); repeat for a fleet")
     t.add_argument("--interval", type=_positive, default=1.0, metavar="S",
@@ -46,7 +47,9 @@ def register(sub) -> None:
     s = sub.add_parser(
         "status", help="print an appliance's status once (table, or JSON for scripts)",
         description="Read GET /status once and print it as a table, or as JSON with --json. "
-                    "Exit status 1 with one line on stderr when the appliance cannot be read.")
+                    "Exit status 1 with one line on stderr when the appliance cannot be read "
+                    f"or what answers is not an appliance. {TOKEN_ENV}, when set, is sent as "
+                    "a bearer token (for appliances that protect /status).")
     s.add_argument("--url", default=DEFAULT_URL, metavar="URL",
                    help=f"appliance HTTP endpoint (default {DEFAULT_URL})")
     s.add_argument("--json", action="store_true",
@@ -56,7 +59,7 @@ def register(sub) -> None:
     s.set_defaults(func=cmd_status)
 
 
-def _cli_error(message: str, code: int):
+def _cli_error(message: str, code: int) -> Exception:
     from appliance.cli import CliError
 
     return CliError(message, code)
@@ -74,12 +77,14 @@ def _normalise(urls: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def cmd_status(args) -> int:
+def cmd_status(args: argparse.Namespace) -> int:
     from tui.client import StatusError, fetch
 
     (url,) = _normalise([args.url])
     try:
-        doc = fetch(url, timeout=args.timeout)
+        # the tables do not show the rate history: do not fetch it (--json: as served)
+        doc = fetch(url, timeout=args.timeout, history=None if args.json else 0,
+                    token=os.environ.get(TOKEN_ENV) or None)
     except StatusError as exc:
         raise _cli_error(f"cannot read {url}/status: {exc}", EXIT_UNREACHABLE) from None
     if args.json:
@@ -99,7 +104,7 @@ def cmd_status(args) -> int:
     return 0
 
 
-def cmd_tui(args) -> int:
+def cmd_tui(args: argparse.Namespace) -> int:
     urls = _normalise(args.url or [DEFAULT_URL])
     # Textual draws on stderr and reads keys from stdin.
     if not (sys.stdin.isatty() and sys.stderr.isatty()):
@@ -111,6 +116,6 @@ def cmd_tui(args) -> int:
         raise _cli_error(f"the console needs the 'tui' extra ({exc.name} is missing): "
                          "pip install 'mirror-appliance[tui]'", 2) from None
     app = ConsoleApp(urls, interval=max(0.2, args.interval), timeout=args.timeout,
-                     history_s=args.history)
+                     history_s=args.history, token=os.environ.get(TOKEN_ENV) or None)
     app.run()
     return app.return_code or 0

@@ -8,7 +8,9 @@ Two readers share URL handling and error wording:
   a slow or dead appliance never blocks the event loop.
 
 Both raise :class:`StatusError` with a short, human message ("connection refused",
-"timed out after 3s", "HTTP 503", "not JSON") and never anything else.
+"timed out after 3s", "HTTP 503", "not JSON") and never anything else; an answer that is
+JSON but not an appliance's status document (no schema marker, or a schema version this
+reader does not know) raises :class:`NotAnAppliance`, a StatusError too.
 """
 
 from __future__ import annotations
@@ -16,14 +18,46 @@ from __future__ import annotations
 import json
 import socket
 import urllib.parse
+from typing import TYPE_CHECKING
+
+from appliance.runtime.statusdoc import SCHEMA, SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    import httpx  # imported by fetch_async: `appliance status` needs only the stdlib
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+# An appliance that sets this protects /status with "Authorization: Bearer <token>"; the
+# readers send the same variable's value, from the environment (not a flag: argv is public).
+TOKEN_ENV = "APPLIANCE_HTTP_TOKEN"
 DEFAULT_TIMEOUT = 3.0
 MAX_BYTES = 16 << 20  # a /status with thousands of sessions is still far below this
 
 
 class StatusError(Exception):
-    """The appliance could not be read; ``str()`` is a short reason."""
+    """The appliance could not be read; ``str()`` is a short reason.
+
+    ``kind`` says what that means for the appliance ("unreachable", "not an appliance")
+    and ``detail`` is the reason without it."""
+
+    kind = "unreachable"
+
+    @property
+    def detail(self) -> str:
+        return str(self)
+
+
+class NotAnAppliance(StatusError):
+    """Something answered with JSON, but not with an appliance's /status document (or
+    with one of a schema version this reader does not know: ``kind`` "incompatible")."""
+
+    def __init__(self, detail: str, kind: str = "not an appliance") -> None:
+        super().__init__(f"{kind} ({detail})")
+        self.kind = kind
+        self._detail = detail
+
+    @property
+    def detail(self) -> str:
+        return self._detail
 
 
 def base_url(url: str) -> str:
@@ -50,8 +84,10 @@ def base_url(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
-def status_url(url: str) -> str:
-    return base_url(url) + "/status"
+def status_url(url: str, history: int | None = None) -> str:
+    """The document's URL; ``history`` asks for only the last N seconds of rate history."""
+    target = base_url(url) + "/status"
+    return target if history is None else f"{target}?history={max(0, int(history))}"
 
 
 def display_name(url: str) -> str:
@@ -64,24 +100,51 @@ def _decode(body: bytes) -> dict:
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        raise StatusError("answer is not JSON (is this an appliance's HTTP port?)") from None
+        raise NotAnAppliance("its answer is not JSON; is this an appliance's HTTP port?") \
+            from None
     if not isinstance(doc, dict):
-        raise StatusError("answer is not a JSON object")
+        raise NotAnAppliance("its answer is JSON but not an object")
+    check_schema(doc)
     return doc
+
+
+def check_schema(doc: dict) -> None:
+    """Raise :class:`NotAnAppliance` unless ``doc`` says it is a status document this
+    reader understands (docs/status.md, "Identity")."""
+    schema, version = doc.get("schema"), doc.get("schema_version")
+    if schema != SCHEMA:
+        if isinstance(schema, str) and schema:
+            raise NotAnAppliance(f"its JSON is schema {json.dumps(schema)[:60]}, "
+                                 f"not {SCHEMA}")
+        raise NotAnAppliance(f'its JSON has no "schema": "{SCHEMA}"; '
+                             "is this an appliance's HTTP port?")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise NotAnAppliance(f"schema_version {json.dumps(version)[:20]} is not a version")
+    if version != SCHEMA_VERSION:
+        raise NotAnAppliance(f"its /status is schema version {version}, this console reads "
+                             f"version {SCHEMA_VERSION}: use the appliance's release",
+                             kind="incompatible appliance")
 
 
 def _timeout_text(timeout: float) -> str:
     return f"timed out after {timeout:g}s"
 
 
-def fetch(url: str, timeout: float = DEFAULT_TIMEOUT) -> dict:
+def request_headers(token: str | None = None) -> dict[str, str]:
+    headers = {"Accept": "application/json", "User-Agent": "appliance-console"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+def fetch(url: str, timeout: float = DEFAULT_TIMEOUT, history: int | None = None,
+          token: str | None = None) -> dict:
     """GET <url>/status once, synchronously (stdlib only)."""
     import urllib.error
     import urllib.request
 
-    target = status_url(url)
-    req = urllib.request.Request(target, headers={"Accept": "application/json",
-                                                  "User-Agent": "appliance-status"})
+    target = status_url(url, history)
+    req = urllib.request.Request(target, headers=request_headers(token))
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - http(s) only
             body = resp.read(MAX_BYTES + 1)
@@ -98,14 +161,16 @@ def fetch(url: str, timeout: float = DEFAULT_TIMEOUT) -> dict:
     return _decode(body)
 
 
-def _http_reason(code: int, phrase) -> str:
+def _http_reason(code: int, phrase: object) -> str:
     text = f"HTTP {code} {phrase or ''}".strip()
     if code == 404:
         text += " (no /status here: is this an appliance's HTTP port?)"
+    elif code == 401:
+        text += f" (set {TOKEN_ENV} to the appliance's token)"
     return text
 
 
-def _os_reason(reason, timeout: float) -> str:
+def _os_reason(reason: object, timeout: float) -> str:
     if isinstance(reason, (TimeoutError, socket.timeout)):
         return _timeout_text(timeout)
     if isinstance(reason, ConnectionRefusedError):
@@ -117,13 +182,14 @@ def _os_reason(reason, timeout: float) -> str:
     return str(reason) or reason.__class__.__name__
 
 
-async def fetch_async(client, url: str, timeout: float = DEFAULT_TIMEOUT) -> dict:
+async def fetch_async(client: httpx.AsyncClient, url: str, timeout: float = DEFAULT_TIMEOUT,
+                      history: int | None = None, token: str | None = None) -> dict:
     """GET <url>/status once with an ``httpx.AsyncClient``."""
     import httpx
 
     try:
-        resp = await client.get(status_url(url), timeout=timeout,
-                                headers={"Accept": "application/json"})
+        resp = await client.get(status_url(url, history), timeout=timeout,
+                                headers=request_headers(token))
     except httpx.TimeoutException:
         raise StatusError(_timeout_text(timeout)) from None
     except httpx.ConnectError as exc:

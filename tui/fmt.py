@@ -14,7 +14,7 @@ _SI = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
 _IEC = ((1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB"))
 
 
-def _finite(value) -> float | None:
+def _finite(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     value = float(value)
@@ -30,7 +30,7 @@ def _short(value: float) -> str:
     return f"{value:.2f}".rstrip("0").rstrip(".") if value else "0"
 
 
-def count(value) -> str:
+def count(value: object) -> str:
     """A count with an SI suffix: 999, 1.2k, 34.5k, 1.2M."""
     v = _finite(value)
     if v is None:
@@ -43,7 +43,7 @@ def count(value) -> str:
     return f"{sign}{v:.0f}" if v >= 10 or v == int(v) else f"{sign}{_short(v)}"
 
 
-def rate(value, unit: str = "/s") -> str:
+def rate(value: object, unit: str = "/s") -> str:
     """A per-second rate: 0/s, 0.5/s, 40/s, 3.4k/s."""
     v = _finite(value)
     if v is None:
@@ -51,7 +51,7 @@ def rate(value, unit: str = "/s") -> str:
     return f"{count(v)}{unit}"
 
 
-def bits(bytes_per_s) -> str:
+def bits(bytes_per_s: object) -> str:
     """A byte rate shown the way network people read it: 6.3 Mbit/s, 1.2 Gbit/s."""
     v = _finite(bytes_per_s)
     if v is None:
@@ -63,7 +63,7 @@ def bits(bytes_per_s) -> str:
     return f"{v:.0f} bit/s"
 
 
-def size(value) -> str:
+def size(value: object) -> str:
     """A byte count in IEC units: 512 B, 1.5 KiB, 512 MiB."""
     v = _finite(value)
     if v is None:
@@ -74,7 +74,7 @@ def size(value) -> str:
     return f"{v:.0f} B"
 
 
-def duration(seconds) -> str:
+def duration(seconds: object) -> str:
     """An uptime: 45s, 12m05s, 3h04m, 2d03h."""
     v = _finite(seconds)
     if v is None or v < 0:
@@ -92,7 +92,7 @@ def duration(seconds) -> str:
     return f"{s}s"
 
 
-def ago(seconds) -> str:
+def ago(seconds: object) -> str:
     """How long ago: now, 5s ago, 3m ago, 2h ago, 4d ago; '-' when never."""
     v = _finite(seconds)
     if v is None:
@@ -108,14 +108,14 @@ def ago(seconds) -> str:
     return f"{int(v // 86400)}d ago"
 
 
-def percent(part, whole) -> float | None:
+def percent(part: object, whole: object) -> float | None:
     p, w = _finite(part), _finite(whole)
     if p is None or not w or w <= 0:
         return None
     return max(0.0, p / w * 100.0)
 
 
-def pct(part, whole) -> str:
+def pct(part: object, whole: object) -> str:
     value = percent(part, whole)
     return DASH if value is None else f"{value:.0f}%"
 

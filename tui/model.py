@@ -1,17 +1,15 @@
-"""What the console knows about each appliance, read tolerantly from ``/status``.
+"""Reading an appliance's ``/status`` document tolerantly.
 
-docs/status.md is the contract, but the runtime evolves in parallel and an operator may
-point the console at an older or newer appliance: every accessor here ignores unknown keys,
+docs/status.md is the contract (the client has already checked its schema marker), but
+within a schema version fields come and go: every accessor here ignores unknown keys,
 treats a missing or mistyped figure as "not known" (``None``) and never raises.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
-from dataclasses import dataclass, field
-
-from tui.client import display_name
+from dataclasses import dataclass
+from typing import Any
 
 # Sort keys for the sessions table, in the order `s` cycles through them.
 # (key, label, descending by default)
@@ -38,7 +36,7 @@ DROP_LABELS = {
 }
 
 
-def num(value) -> float | None:
+def num(value: object) -> float | None:
     """A finite number, or None (bools, strings, NaN and null are 'not known')."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
@@ -46,7 +44,7 @@ def num(value) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def dig(doc, *keys, default=None):
+def dig(doc: object, *keys: str, default: Any = None) -> Any:
     """doc[k1][k2]... or ``default`` when any level is missing or not a dict."""
     cur = doc
     for key in keys:
@@ -56,7 +54,7 @@ def dig(doc, *keys, default=None):
     return default if cur is None else cur
 
 
-def text(value) -> str | None:
+def text(value: object) -> str | None:
     if value is None:
         return None
     if isinstance(value, (list, tuple)):
@@ -190,72 +188,71 @@ def rates(doc: dict | None, previous: dict | None = None) -> Sample | None:
     t1, t0 = num(dig(doc, "now")), num(dig(previous, "now"))
     if t1 is None or t0 is None or t1 <= t0:
         return None
-    derived = []
+    derived: list[float] = []
     for i, k in enumerate(("packets", "bytes", "pairs")):
-        if values[i] is not None:
-            derived.append(values[i])
+        value = values[i]
+        if value is not None:
+            derived.append(value)
             continue
         a, b = num(dig(doc, "totals", k)), num(dig(previous, "totals", k))
         derived.append(max(0.0, (a - b) / (t1 - t0)) if a is not None and b is not None else 0.0)
     return Sample(*derived)
 
 
+METRICS = ("packets_per_s", "bytes_per_s", "pairs_per_s")
+
+
 @dataclass
-class ApplianceState:
-    """Everything the console holds for one URL; mutated only on the UI's event loop."""
+class History:
+    """The document's per-second rates: ``n`` samples per series, the last ending at the
+    unix second ``end``. ``sessions`` is keyed by VNI as a string; every series has
+    exactly ``n`` values (missing or mistyped samples read as 0)."""
 
-    url: str
-    history_len: int = 300
-    status: dict | None = None         # the last document read successfully
-    error: str | None = None           # why the last attempt failed; None when it worked
-    last_ok: float | None = None       # clock() of the last success
-    last_attempt: float | None = None
-    next_attempt: float | None = None  # clock() of the next scheduled attempt
-    failures: int = 0                  # consecutive
-    fetches: int = 0                   # successful reads
-    polling: bool = False              # a request is in flight
-    history: deque = field(default=None)  # type: ignore[assignment]
+    end: int
+    n: int
+    totals: dict[str, list[float]]
+    sessions: dict[str, dict[str, list[float]]]
 
-    def __post_init__(self) -> None:
-        if self.history is None:
-            self.history = deque(maxlen=max(2, self.history_len))
 
-    @property
-    def name(self) -> str:
-        host = text(dig(self.status, "hostname"))
-        return host or display_name(self.url)
+def _samples(block: object, n: int | None = None) -> dict[str, list[float]] | None:
+    if not isinstance(block, dict):
+        return None
+    out = {}
+    for key in METRICS:
+        values = block.get(key)
+        out[key] = [num(v) or 0.0 for v in values] if isinstance(values, list) else []
+    if n is not None:  # one length for all: pad at the front (before a session was seen)
+        out = {k: ([0.0] * (n - len(v)) + v)[-n:] if n else [] for k, v in out.items()}
+    return out
 
-    @property
-    def reachable(self) -> bool:
-        return self.error is None and self.status is not None
 
-    @property
-    def connecting(self) -> bool:
-        return self.status is None and self.error is None
+def history(doc: dict | None) -> History | None:
+    """The ``history`` object, or None when there is none (or not per second)."""
+    raw = dig(doc, "history")
+    end = dig(raw, "end")
+    if not isinstance(raw, dict) or isinstance(end, bool) or not isinstance(end, int):
+        return None
+    if num(dig(raw, "step_s")) != 1:
+        return None
+    totals = _samples(raw.get("totals"))
+    if totals is None:
+        return None
+    n = max(len(v) for v in totals.values())
+    totals = _samples(raw.get("totals"), n) or {}
+    sessions = {}
+    rows = raw.get("sessions")
+    for key, block in (rows.items() if isinstance(rows, dict) else ()):
+        series = _samples(block, n)
+        if series is not None:
+            sessions[str(key)] = series
+    return History(end=end, n=n, totals=totals, sessions=sessions)
 
-    def record_ok(self, doc: dict, now: float) -> None:
-        sample = rates(doc, self.status)
-        if self.status is not None and dig(doc, "started_at") != dig(self.status, "started_at"):
-            self.history.clear()  # the appliance restarted: older rates are another process
-        if sample is not None:
-            self.history.append(sample)
-        self.status = doc
-        self.error = None
-        self.failures = 0
-        self.last_ok = now
-        self.last_attempt = now
-        self.fetches += 1
 
-    def record_error(self, reason: str, now: float) -> None:
-        self.error = reason
-        self.failures += 1
-        self.last_attempt = now
-
-    def retry_delay(self, interval: float, max_backoff: float) -> float:
-        """Poll interval while healthy; doubling from it on consecutive failures."""
-        if not self.failures:
-            return interval
-        return min(max_backoff, interval * (2 ** min(self.failures - 1, 16)))
-
-    def series(self, key: str) -> list[float]:
-        return [getattr(s, key) for s in self.history]
+def session_rates(doc: dict | None) -> dict[str, Sample]:
+    """The current rates of each session, keyed by VNI as a string (what the history uses)."""
+    out = {}
+    for row in sessions(doc):
+        if row.vni is not None and row.key == f"vni-{row.vni}":
+            out[str(row.vni)] = Sample(row.packets_per_s or 0.0, row.bytes_per_s or 0.0,
+                                       row.pairs_per_s or 0.0)
+    return out

@@ -3,8 +3,10 @@ one-shot status report. Only rich (a base dependency) is imported here."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 from rich import box
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -12,6 +14,90 @@ from tui import fmt
 from tui import model as m
 
 OK, WARN, BAD, DIM = "green", "yellow", "bold red", "dim"
+
+
+# --------------------------------------------------------------------------------------
+# Text that fits: every line the console draws is cut to its width, never wrapped
+# --------------------------------------------------------------------------------------
+
+
+def line(*parts: Text | str | None, sep: str = "  ") -> Text:
+    """The parts joined by ``sep``; None and empty parts are left out."""
+    out = Text()
+    for part in parts:
+        if part is None or part == "":
+            continue
+        if out:
+            out.append(sep)
+        out.append(part if isinstance(part, Text) else Text(str(part)))
+    return out
+
+
+def cut(text: Text, width: int) -> Text:
+    """``text`` shortened to ``width`` cells with an ellipsis."""
+    text = text.copy()
+    if len(text) > width:
+        text.truncate(max(1, width), overflow="ellipsis")
+    return text
+
+
+def cut_start(text: Text, width: int) -> Text:
+    """``text`` shortened to ``width`` cells by its start: ``…0.0.1:27313`` keeps the
+    part that tells two similar names apart."""
+    if len(text) <= width:
+        return text
+    width = max(1, width)
+    return Text("…", style=text.style) + text[len(text) - width + 1:] if width > 1 else \
+        Text("…", style=text.style)
+
+
+def fit_line(left: Text, right: Text, width: int, shorter: Text | None = None) -> Text:
+    """``left`` then ``right`` flush right on one line; when both do not fit, ``shorter``
+    replaces ``right`` (if given), then ``left`` is cut."""
+    width = max(1, width)
+    if shorter is not None and len(left) + 1 + len(right) > width:
+        right = shorter
+    right = right.copy()
+    if len(right) >= width:
+        right.truncate(width, overflow="ellipsis")
+        return right
+    room = width - len(right) - 1
+    left = left.copy()
+    if len(left) > room:
+        left.truncate(room, overflow="ellipsis")
+    left.append(" " * (width - len(left) - len(right)))
+    return left + right
+
+
+BARS = " ▁▂▃▄▅▆▇█"
+
+
+def bars(values: list[float], width: int, height: int = 1) -> list[Text]:
+    """``values`` as ``height`` lines of bars ``width`` wide, from zero (a blank) to the
+    peak (a full column). Each column shows the largest value it covers, so a burst is
+    never averaged away; with fewer values than columns each value is widened."""
+    width, height = max(1, width), max(1, height)
+    n = len(values)
+    if not n:
+        return [Text(" " * width) for _ in range(height - 1)] + [Text("▁" * width, style=DIM)]
+    columns = []
+    for c in range(width):
+        lo, hi = c * n // width, max(c * n // width + 1, (c + 1) * n // width)
+        columns.append(max(values[lo:hi]))
+    peak = max(columns)
+    levels = 8 * height
+    filled = [0 if v <= 0 or peak <= 0 else max(1, round(v / peak * levels)) for v in columns]
+    out = []
+    for row in range(height - 1, -1, -1):  # top line first
+        text = Text()
+        for level in filled:
+            part = min(8, max(0, level - 8 * row))
+            if part == 0 and row == 0:
+                text.append("▁", style=DIM)  # the baseline: nothing in this column
+            else:
+                text.append(BARS[part])
+        out.append(text)
+    return out
 
 
 def level_style(percent: float | None) -> str:
@@ -47,7 +133,8 @@ def bar(percent: float | None, width: int) -> Text:
     return out
 
 
-def gauge(label: str, used, limit, width: int, show=fmt.size, label_width: int = 5) -> Text:
+def gauge(label: str, used: object, limit: object, width: int,
+          show: Callable[[object], str] = fmt.size, label_width: int = 5) -> Text:
     """``RSS  ████░░░░ 118 MiB / 500 MiB``, shortened to fit ``width``."""
     pct = fmt.percent(used, limit)
     head = Text(f"{label:<{label_width}}", style="bold")
@@ -75,24 +162,13 @@ def gauge(label: str, used, limit, width: int, show=fmt.size, label_width: int =
 # --------------------------------------------------------------------------------------
 
 
-def _kv(rows) -> Table:
+def _kv(rows: Iterable[tuple[str, RenderableType]]) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold cyan", no_wrap=True)
     grid.add_column()
     for key, value in rows:
         grid.add_row(key, value)
     return grid
-
-
-def _joined(*parts) -> Text:
-    out = Text()
-    for part in parts:
-        if part is None:
-            continue
-        if out:
-            out.append("  ")
-        out.append(part if isinstance(part, Text) else Text(str(part)))
-    return out
 
 
 def status_report(doc: dict, url: str, width: int | None = None) -> Group:
@@ -105,7 +181,7 @@ def status_report(doc: dict, url: str, width: int | None = None) -> Group:
     title.append(f"  {url}", style=DIM)
 
     state = m.text(d(kafka, "state"))
-    head = _joined(
+    head = line(
         Text(f"mode {d(doc, 'mode', default='-')}"),
         f"version {d(doc, 'version', default='-')}",
         f"up {fmt.duration(d(doc, 'uptime_s'))}",
@@ -115,7 +191,7 @@ def status_report(doc: dict, url: str, width: int | None = None) -> Group:
     brokers, topic = m.text(d(kafka, "brokers")), m.text(d(kafka, "topic"))
     if state != "disabled" and (brokers or topic):
         kafka_line.append(f"  {brokers or '?'} → {topic or '?'}", style=DIM)
-    kafka_counts = _joined(
+    kafka_counts = line(
         f"queued {fmt.count(d(kafka, 'queued'))}",
         f"spooled {fmt.count(d(kafka, 'spooled'))} ({fmt.size(d(kafka, 'spool_bytes'))})",
         f"delivered {fmt.count(d(kafka, 'delivered'))}",
@@ -125,18 +201,18 @@ def status_report(doc: dict, url: str, width: int | None = None) -> Group:
              style=BAD if m.num(d(kafka, "dropped")) else ""),
     )
     r = m.rates(doc)
-    rates = _joined(
+    rates = line(
         f"{fmt.rate(r.packets_per_s if r else None, '')} pkts/s",
         fmt.bits(r.bytes_per_s if r else None),
         f"{fmt.rate(r.pairs_per_s if r else None, '')} pairs/s",
     )
-    total_line = _joined(
+    total_line = line(
         f"{fmt.count(d(totals, 'packets'))} packets", fmt.size(d(totals, "bytes")),
         f"{fmt.count(d(totals, 'pairs'))} pairs", f"pending {fmt.count(d(totals, 'pending'))}",
         f"connections {fmt.count(d(totals, 'active_connections'))} active / "
         f"{fmt.count(d(totals, 'connections'))} seen",
     )
-    errors = _joined(*(f"{label} {fmt.count(d(totals, key))}" for key, label in (
+    errors = line(*(f"{label} {fmt.count(d(totals, key))}" for key, label in (
         ("malformed", "malformed"), ("gaps", "gaps"), ("orphan_responses", "orphan responses"),
         ("decode_errors", "decode errors"))))
     rss = f"RSS {fmt.size(d(mem, 'rss_bytes'))}"
@@ -145,7 +221,7 @@ def status_report(doc: dict, url: str, width: int | None = None) -> Group:
                 f" ({fmt.pct(d(mem, 'rss_bytes'), d(mem, 'limit_bytes'))})")
     else:
         rss += " (no limit)"
-    memory = _joined(
+    memory = line(
         rss,
         f"buffer {fmt.size(d(mem, 'buffer_bytes'))} / {fmt.size(d(mem, 'buffer_limit_bytes'))}"
         f" ({fmt.pct(d(mem, 'buffer_bytes'), d(mem, 'buffer_limit_bytes'))})",
@@ -154,7 +230,7 @@ def status_report(doc: dict, url: str, width: int | None = None) -> Group:
         f" ({fmt.pct(d(mem, 'active_connections'), d(mem, 'max_connections'))})",
     )
     drop_rows = m.drops(doc)
-    drops = _joined(*(f"{m.drop_label(k)} {fmt.count(v)}" for k, v in drop_rows)) \
+    drops = line(*(f"{m.drop_label(k)} {fmt.count(v)}" for k, v in drop_rows)) \
         if drop_rows else Text("none", style=DIM)
 
     parts: list = [title, _kv([

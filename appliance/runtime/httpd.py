@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import threading
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from appliance.runtime.history import parse_seconds
 
 
 def make_server(host: str, port: int, status_fn, healthy_fn, metrics_fn) -> ThreadingHTTPServer:
@@ -26,13 +29,18 @@ def make_server(host: str, port: int, status_fn, healthy_fn, metrics_fn) -> Thre
             self.wfile.write(body)
 
         def do_GET(self):  # noqa: N802
-            path = self.path.split("?", 1)[0]
+            path, _, query = self.path.partition("?")
             try:
                 if path == "/healthz":
                     ok, why = healthy_fn()
                     self._send(200 if ok else 503, (why + "\n").encode(), "text/plain")
                 elif path == "/status":
-                    self._send(200, json.dumps(status_fn()).encode(), "application/json")
+                    try:  # ?history=N: only the last N seconds of rate history
+                        seconds = parse_seconds(urllib.parse.parse_qs(query))
+                    except ValueError as exc:
+                        self._send(400, f"{exc}\n".encode(), "text/plain")
+                        return
+                    self._send(200, json.dumps(status_fn(seconds)).encode(), "application/json")
                 elif path == "/metrics":
                     body, ctype = metrics_fn()
                     self._send(200, body, ctype)

@@ -22,6 +22,8 @@ import time
 from collections import deque
 
 from appliance import __version__
+from appliance.runtime.history import RateHistory
+from appliance.runtime.statusdoc import SCHEMA, SCHEMA_VERSION
 from appliance.runtime.worker import UDP_LINKTYPES, rss_bytes, worker_main
 
 log = logging.getLogger("appliance.supervisor")
@@ -82,6 +84,7 @@ class Supervisor:
         self.rates = {"packets_per_s": 0.0, "bytes_per_s": 0.0, "pairs_per_s": 0.0}
         self.vni_rates: dict[str, dict] = {}
         self.vni_last_seen: dict[str, tuple[int, float]] = {}
+        self.rate_history = RateHistory()  # per-second rates for /status "history"
         self.sessions = load_session_map(settings.session_map)
         self.over_memory_since = 0.0
         self.exit_code = 0
@@ -260,6 +263,7 @@ class Supervisor:
             prev = self.vni_last_seen.get(vni)
             if prev is None or p != prev[0]:
                 self.vni_last_seen[vni] = (p, now)
+        self.rate_history.observe(now, (t["packets"], t["bytes"], t["pairs"]), vt)
         self.history.append((now, t["packets"], t["bytes"], t["pairs"], vt))
         while len(self.history) > 2 and now - self.history[0][0] > RATE_WINDOW:
             self.history.popleft()
@@ -275,7 +279,9 @@ class Supervisor:
             self.vni_rates[vni] = {"packets_per_s": (p - op) / dt, "bytes_per_s": (b - ob) / dt,
                                    "pairs_per_s": (q - oq) / dt}
 
-    def status(self) -> dict:
+    def status(self, history: int | None = None) -> dict:
+        """The /status document; ``history`` limits its rate history to the last N
+        seconds (None: all that is kept, 0: none)."""
         now = time.time()
         s = self.s
         sessions = []
@@ -313,6 +319,7 @@ class Supervisor:
         elif states:
             kafka["state"] = states[0]
         return {
+            "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
             "version": __version__, "mode": s.mode, "hostname": socket.gethostname(),
             "started_at": self.started, "now": now, "uptime_s": now - self.started,
             "workers": len(self.procs), "totals": self.totals(), "rates": dict(self.rates),
@@ -324,6 +331,7 @@ class Supervisor:
                        "active_connections": sum(w["active_connections"] for w in workers),
                        "max_connections": s.max_active_conn, "workers": workers},
             "kafka": kafka, "drops": drops,
+            "history": self.rate_history.document(history),
         }
 
     def healthy(self) -> tuple[bool, str]:
@@ -348,7 +356,7 @@ class Supervisor:
         from prometheus_client.core import (CollectorRegistry, CounterMetricFamily,
                                             GaugeMetricFamily)
 
-        st = self.status()
+        st = self.status(history=0)
 
         class Collector:
             def collect(self_inner):

@@ -6,19 +6,51 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import socket
 import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from appliance.runtime.statusdoc import SCHEMA, SCHEMA_VERSION
 
 NOW = 1763900123.4  # the fixed "now" of the sample document and of the injected clock
+METRICS = ("packets_per_s", "bytes_per_s", "pairs_per_s")
+
+
+def wave(rates: dict, n: int, phase: float = 0.0) -> dict:
+    """``n`` seconds of per-second rates that swing around ``rates`` (deterministic), the
+    last one equal to them."""
+    out = {}
+    for key in METRICS:
+        base = rates.get(key, 0.0)
+        out[key] = [round(base * (0.75 + 0.25 * math.sin((i - n + 1) / 23.0 + phase)
+                                  + 0.1 * math.sin((i - n + 1) / 3.1)), 2)
+                    for i in range(n)]
+        if n:
+            out[key][-1] = base
+    return out
+
+
+def sample_history(doc: dict, n: int = 600) -> dict:
+    """A /status ``history`` for ``doc``: its totals and busy sessions, ``n`` seconds."""
+    end = int(doc["now"]) - 1
+    sessions = {}
+    for i, row in enumerate(doc.get("sessions") or []):
+        if isinstance(row, dict) and row.get("bytes_per_s"):
+            sessions[str(row["vni"])] = wave(row, n, phase=1.0 + i)
+    return {"step_s": 1, "end": end, "seconds": 600, "totals": wave(doc["rates"], n),
+            "sessions": sessions, "dropped_sessions": 0}
 
 
 def sample_status(**overrides) -> dict:
     """The docs/status.md example, with three sessions: two busy AWS ones and an idle GCP
-    one with the largest totals, so that each sort column gives a different order."""
+    one with the largest totals, so that each sort column gives a different order; and ten
+    minutes of per-second history (override ``history`` to change or drop it)."""
     doc = {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
         "version": "0.1.0",
         "mode": "aws",
         "hostname": "ip-10-0-1-5",
@@ -61,19 +93,38 @@ def sample_status(**overrides) -> dict:
                   "evicted_connection_limit": 0, "evicted_buffer_limit": 0},
     }
     doc.update(overrides)
+    if "history" not in overrides:
+        doc["history"] = sample_history(doc)
     return doc
+
+
+def cut_history(doc: dict, seconds: int | None) -> dict:
+    """What the runtime answers to ``?history=N``: only the last N seconds."""
+    hist = doc.get("history") if isinstance(doc, dict) else None
+    if seconds is None or not isinstance(hist, dict) or not isinstance(hist.get("totals"), dict):
+        return doc  # nothing to cut (or a deliberately malformed history: served as is)
+    out = dict(doc)
+    keep = (lambda v: v[len(v) - seconds:]) if seconds else (lambda v: [])
+    out["history"] = dict(hist, totals={k: keep(v) for k, v in hist["totals"].items()},
+                          sessions={s: {k: keep(v) for k, v in b.items()}
+                                    for s, b in hist["sessions"].items()})
+    return out
 
 
 class StatusServer:
     """A stdlib ThreadingHTTPServer on 127.0.0.1 serving ``self.doc`` at /status.
 
-    ``doc`` may be replaced at any time; ``requests`` counts the /status reads. A
-    ``port`` can be given to (re)open on a known port, for the unreachable-then-back test.
+    ``doc`` may be replaced at any time; ``requests`` counts the /status reads and
+    ``queries`` keeps their ``?history=`` values. ``?history=N`` cuts the document's
+    history like the runtime does. A ``port`` can be given to (re)open on a known port,
+    for the unreachable-then-back test.
     """
 
     def __init__(self, doc: dict | None = None, port: int = 0) -> None:
         self.doc = copy.deepcopy(doc) if doc is not None else sample_status()
         self.requests = 0
+        self.queries: list[int | None] = []
+        self.token: str | None = None  # when set, /status wants "Authorization: Bearer <it>"
         self.status_code = 200
         self._lock = threading.Lock()
         server = self
@@ -83,12 +134,19 @@ class StatusServer:
                 pass
 
             def do_GET(self):  # noqa: N802
-                if self.path.split("?")[0] != "/status":
+                path, _, query = self.path.partition("?")
+                if path != "/status":
                     self.send_error(404)
                     return
+                if server.token and self.headers.get("Authorization") != f"Bearer {server.token}":
+                    self.send_error(401, "unauthorized")
+                    return
+                asked = urllib.parse.parse_qs(query).get("history")
+                seconds = int(asked[-1]) if asked else None
                 with server._lock:
                     server.requests += 1
-                    body = json.dumps(server.doc).encode()
+                    server.queries.append(seconds)
+                    body = json.dumps(cut_history(server.doc, seconds)).encode()
                     code = server.status_code
                 try:
                     self.send_response(code)

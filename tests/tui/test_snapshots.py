@@ -3,26 +3,27 @@
 Deterministic by construction: fixed figures served by real /status endpoints on fixed
 local ports (they appear on screen), a fixed injected clock, a fixed terminal size, and
 ``live=False`` so that no poller or timer runs: the test reads the endpoints itself with
-``poll_once()`` before the screenshot. Regenerate with
+``poll_once()`` before the screenshot. One read is enough for full plots: the document
+carries ten minutes of per-second history. Regenerate with
 ``pytest tests/tui/test_snapshots.py --snapshot-update`` and look at the SVGs.
 """
 
 from __future__ import annotations
 
-import copy
 import socket
+import time
 
 import pytest
-from statusd import NOW, StatusServer, sample_status
+from statusd import NOW, StatusServer, sample_history, sample_status
 
 from tui.app import ConsoleApp
 
 # The URLs appear on screen, so the ports are fixed.  They sit below Linux's ephemeral
-# range (32768-60999), so no outgoing connection of this or another test can hold them;
-# only a service deliberately listening there could, and that fails loudly.
-PORT_A, PORT_B, PORT_CLOSED = 27311, 27312, 27313
-# a throughput history with some shape for the sparklines
-WAVE = (0.55, 0.6, 0.7, 0.9, 1.0, 0.95, 0.8, 0.85, 1.1, 1.3, 1.2, 1.0)
+# range (32768-60999), so no outgoing connection can hold them.  Another run of these
+# tests on the same machine (a second checkout) may hold one for a second or two: wait for
+# it; a service that keeps one fails loudly after PORT_WAIT.
+PORT_A, PORT_B, PORT_CLOSED, PORT_OTHER = 27311, 27312, 27313, 27314
+PORT_WAIT = 60.0
 
 
 class Clock:
@@ -34,10 +35,14 @@ class Clock:
 
 
 def fixed_server(port: int, doc: dict) -> StatusServer:
-    try:
-        return StatusServer(doc, port=port)
-    except OSError as exc:
-        pytest.fail(f"snapshot port {port} is taken by another service here: {exc}")
+    deadline = time.monotonic() + PORT_WAIT
+    while True:
+        try:
+            return StatusServer(doc, port=port)
+        except OSError as exc:
+            if time.monotonic() > deadline:
+                pytest.fail(f"snapshot port {port} stayed taken for {PORT_WAIT:g}s: {exc}")
+            time.sleep(0.2)
 
 
 @pytest.fixture
@@ -56,52 +61,59 @@ def server_b():
                         failed=37)
     doc["memory"].update(rss_bytes=470 << 20, buffer_bytes=330 << 20,
                          active_connections=3900)
+    doc["history"] = sample_history(doc)
     srv = fixed_server(PORT_B, doc)
     yield srv
     srv.close()
 
 
 @pytest.fixture
+def server_other():
+    """Another service's JSON health check on an appliance's port."""
+    srv = fixed_server(PORT_OTHER, {"status": "UP", "components": {"db": {"status": "UP"}}})
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
 def closed_port():
-    with socket.socket() as s:  # nothing may listen there
-        try:
-            s.bind(("127.0.0.1", PORT_CLOSED))
-        except OSError:
-            pytest.fail(f"port {PORT_CLOSED} must be closed for this test, and is in use here")
-    return f"http://127.0.0.1:{PORT_CLOSED}"
+    """A port that refuses connections: bound (so nothing else can listen there during the
+    test) but not listening."""
+    deadline = time.monotonic() + PORT_WAIT
+    with socket.socket() as s:
+        while True:
+            try:
+                s.bind(("127.0.0.1", PORT_CLOSED))
+                break
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"port {PORT_CLOSED} must be closed for this test, and stayed "
+                                f"in use for {PORT_WAIT:g}s: {exc}")
+                time.sleep(0.2)
+        yield f"http://127.0.0.1:{PORT_CLOSED}"
 
 
 def app_for(*urls: str, clock: Clock | None = None) -> ConsoleApp:
-    return ConsoleApp(list(urls), interval=1.0, history_s=60, clock=clock or Clock(),
+    return ConsoleApp(list(urls), interval=1.0, history_s=300, clock=clock or Clock(),
                       live=False)
 
 
-async def feed_history(app: ConsoleApp, *servers: StatusServer) -> None:
-    """Poll every endpoint once per WAVE step, scaling each server's rates."""
-    bases = [copy.deepcopy(s.doc) for s in servers]
-    for factor in WAVE:
-        for srv, base in zip(servers, bases):
-            doc = copy.deepcopy(base)
-            doc["rates"] = {k: v * factor for k, v in base["rates"].items()}
-            srv.set(doc)
-        await app.poll_once()
-    for srv, base in zip(servers, bases):
-        srv.set(base)
-    await app.poll_once()
+async def read_once(pilot) -> None:
+    await pilot.app.poll_once()
 
 
 def test_appliance_120x40(snap_compare, server_a):
     """The appliance screen with history in the plots, sorted by bits/s."""
     app = app_for(server_a.url)
     assert snap_compare(app, terminal_size=(120, 40),
-                        run_before=lambda pilot: feed_history(pilot.app, server_a))
+                        run_before=read_once)
 
 
 def test_appliance_80x24(snap_compare, server_a):
     """The smallest supported terminal."""
     app = app_for(server_a.url)
     assert snap_compare(app, terminal_size=(80, 24),
-                        run_before=lambda pilot: feed_history(pilot.app, server_a))
+                        run_before=read_once)
 
 
 def test_appliance_sorted_and_filtered(snap_compare, server_a):
@@ -109,14 +121,14 @@ def test_appliance_sorted_and_filtered(snap_compare, server_a):
     app = app_for(server_a.url)
     assert snap_compare(app, terminal_size=(120, 30),
                         press=["s", "s", "s", "slash", "a", "w", "s", "enter"],
-                        run_before=lambda pilot: feed_history(pilot.app, server_a))
+                        run_before=read_once)
 
 
 def test_appliance_unreachable_80x24(snap_compare, closed_port):
     """An appliance that never answered: red, with the retry countdown and the reason."""
     app = app_for(closed_port)
     assert snap_compare(app, terminal_size=(80, 24),
-                        run_before=lambda pilot: pilot.app.poll_once())
+                        run_before=read_once)
 
 
 def test_appliance_gone_stale(snap_compare, server_a):
@@ -125,7 +137,7 @@ def test_appliance_gone_stale(snap_compare, server_a):
     app = app_for(server_a.url, clock=clock)
 
     async def before(pilot):
-        await feed_history(pilot.app, server_a)
+        await pilot.app.poll_once()
         server_a.close()
         clock.t += 35
         await pilot.app.poll_once()
@@ -133,21 +145,42 @@ def test_appliance_gone_stale(snap_compare, server_a):
     assert snap_compare(app, terminal_size=(100, 30), run_before=before)
 
 
-def test_fleet_120x30(snap_compare, server_a, server_b, closed_port):
-    """Three appliances: a healthy one, a loaded one with Kafka down, an unreachable one."""
-    app = app_for(server_a.url, server_b.url, closed_port)
+def test_fleet_120x30(snap_compare, server_a, server_b, closed_port, server_other):
+    """Four endpoints: a healthy appliance, a loaded one with Kafka down, an unreachable
+    one, and another service's JSON (not an appliance: never "● up")."""
+    app = app_for(server_a.url, server_b.url, closed_port, server_other.url)
     assert snap_compare(app, terminal_size=(120, 30),
-                        run_before=lambda pilot: feed_history(pilot.app, server_a, server_b))
+                        run_before=read_once)
 
 
 def test_fleet_drill_down(snap_compare, server_a, server_b, closed_port):
     """Enter on the second appliance of the fleet."""
     app = app_for(server_a.url, server_b.url, closed_port)
     assert snap_compare(app, terminal_size=(120, 36), press=["down", "enter"],
-                        run_before=lambda pilot: feed_history(pilot.app, server_a, server_b))
+                        run_before=read_once)
 
 
 def test_help_80x24(snap_compare, server_a):
     app = app_for(server_a.url)
     assert snap_compare(app, terminal_size=(80, 24), press=["question_mark"],
-                        run_before=lambda pilot: pilot.app.poll_once())
+                        run_before=read_once)
+
+
+def test_fleet_80x24(snap_compare, server_a, server_b, closed_port, server_other):
+    """The fleet at the smallest supported size: whole columns only."""
+    app = app_for(server_a.url, server_b.url, closed_port, server_other.url)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=read_once)
+
+
+def test_session_80x24(snap_compare, server_a):
+    """Enter on the busiest session at the smallest supported size: its identifiers,
+    figures now / on average / at peak / in total, and its per-second plots."""
+    app = app_for(server_a.url)
+    assert snap_compare(app, terminal_size=(80, 24), press=["enter"], run_before=read_once)
+
+
+def test_session_120x40(snap_compare, server_a):
+    """The second session's details on a larger terminal."""
+    app = app_for(server_a.url)
+    assert snap_compare(app, terminal_size=(120, 40), press=["down", "enter"],
+                        run_before=read_once)

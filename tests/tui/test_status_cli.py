@@ -9,14 +9,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from statusd import free_port, sample_status
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def appliance(*args: str, columns: int = 160) -> subprocess.CompletedProcess:
+def appliance(*args: str, columns: int = 160, **extra_env: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, COLUMNS=str(columns), NO_COLOR="1", PYTHONPATH=str(ROOT))
     env.pop("FORCE_COLOR", None)
+    env.pop("APPLIANCE_HTTP_TOKEN", None)
+    env.update(extra_env)
     return subprocess.run([sys.executable, "-m", "appliance", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=30,
                           stdin=subprocess.DEVNULL)
@@ -84,7 +87,43 @@ def test_status_http_error_and_not_json(server):
     server.set([1, 2, 3])
     proc = appliance("status", "--url", server.url, "--json")
     assert proc.returncode == 1
-    assert "not a JSON object" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "not an appliance (its answer is JSON but not an object)" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("doc", [{}, {"status": "UP", "groups": ["liveness"]},
+                                 {"schema": "other-service/health", "version": "3"}],
+                         ids=["empty", "another-service", "another-schema"])
+def test_status_refuses_json_that_is_not_an_appliance(server, doc):
+    """Any JSON is not an appliance: one line, exit 1, nothing on stdout (not a table of
+    dashes, not the foreign document as --json)."""
+    server.set(doc)
+    for args in ((), ("--json",)):
+        proc = appliance("status", "--url", server.url, *args)
+        assert proc.returncode == 1, proc.stdout
+        assert proc.stdout == ""
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in proc.stderr
+        assert lines[0].startswith(f"appliance: error: cannot read {server.url}/status: "
+                                   "not an appliance ("), lines[0]
+
+
+def test_status_names_a_schema_version_it_does_not_read(server):
+    server.set(dict(sample_status(), schema_version=2))
+    proc = appliance("status", "--url", server.url)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert "incompatible appliance (its /status is schema version 2, this console reads " \
+           "version 1" in proc.stderr
+
+
+def test_status_table_asks_for_no_history_and_json_gets_all(server):
+    """The table does not show the history, so it does not fetch it; --json prints the
+    document as served, history included."""
+    assert appliance("status", "--url", server.url).returncode == 0
+    assert server.queries[-1] == 0
+    proc = appliance("status", "--url", server.url, "--json")
+    assert server.queries[-1] is None
+    assert len(json.loads(proc.stdout)["history"]["totals"]["packets_per_s"]) == 600
 
 
 def test_bad_url_and_interval_are_usage_errors():
@@ -118,3 +157,15 @@ def test_help_lists_the_commands_and_register_is_light():
                           text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_status_sends_the_token_from_the_environment(server):
+    """An appliance that protects /status with APPLIANCE_HTTP_TOKEN: without the token the
+    error says what to set; with it (from the environment, never a flag) the read works."""
+    server.token = "s3cret-token"
+    proc = appliance("status", "--url", server.url)
+    assert proc.returncode == 1
+    assert "HTTP 401" in proc.stderr and "set APPLIANCE_HTTP_TOKEN" in proc.stderr
+    proc = appliance("status", "--url", server.url, "--json", APPLIANCE_HTTP_TOKEN="s3cret-token")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["hostname"] == "ip-10-0-1-5"

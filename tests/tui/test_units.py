@@ -7,7 +7,11 @@ from statusd import NOW, sample_status
 
 from tui import fmt
 from tui import model as m
-from tui.client import base_url, display_name, status_url
+from tui.client import NotAnAppliance, base_url, check_schema, display_name, status_url
+from tui.columns import Column, fit
+from tui.render import bars
+from tui.series import PlotSeries
+from tui.state import ApplianceState
 
 
 @pytest.mark.parametrize("value, text", [
@@ -117,21 +121,129 @@ def test_rates_come_from_the_document_or_from_totals():
     assert m.rates(restarted, older) is None  # counters of another process
 
 
-def test_state_history_backoff_and_restart():
-    st = m.ApplianceState("http://x", history_len=3)
+def test_state_without_history_samples_per_poll_backs_off_and_restarts():
+    """An appliance whose /status has no history: one point per poll, bounded."""
+    st = ApplianceState("http://x", poll_samples=3)
     assert st.connecting and not st.reachable
     for i in range(5):
         st.record_ok(sample_status(rates={"packets_per_s": float(i), "bytes_per_s": 0.0,
-                                          "pairs_per_s": 0.0}), now=float(i))
+                                          "pairs_per_s": 0.0}, history=None), now=float(i))
+    assert st.plots.per_poll and st.plots.held() == 3
     assert st.series("packets_per_s") == [2.0, 3.0, 4.0]  # bounded
     assert st.reachable and st.name == "ip-10-0-1-5" and st.fetches == 5
-    st.record_ok(sample_status(started_at=NOW), now=6.0)  # a restart clears the history
-    assert st.series("packets_per_s") == [1000.0]
+    st.record_ok(sample_status(started_at=NOW, history=None), now=6.0)  # a restart
+    assert st.series("packets_per_s") == [0.0, 0.0, 1000.0]  # older rates were cleared
     delays = []
     for _ in range(8):
         st.record_error("connection refused", now=7.0)
         delays.append(st.retry_delay(1.0, 30.0))
     assert delays == [1, 2, 4, 8, 16, 30, 30, 30]
     assert not st.reachable and st.status is not None  # the last figures are kept
-    st.record_ok(sample_status(), now=8.0)
-    assert st.retry_delay(1.0, 30.0) == 1.0
+    assert st.problem == "unreachable"
+    st.record_ok(sample_status(history=None), now=8.0)
+    assert st.retry_delay(1.0, 30.0) == 1.0 and st.problem is None
+    st.record_error("its JSON has no schema", now=9.0, kind="not an appliance")
+    assert st.problem == "not an appliance" and not st.reachable
+
+
+def hist(end: int, totals: list[float], **sessions: list[float]) -> m.History:
+    """A History with the same series for the three metrics."""
+    return m.History(end=end, n=len(totals),
+                     totals={k: list(totals) for k in m.METRICS},
+                     sessions={vni: {k: list(v) for k in m.METRICS}
+                               for vni, v in sessions.items()})
+
+
+def test_plot_series_merge_whole_then_increments():
+    p = PlotSeries(5)
+    assert p.wanted(0.0, 0.0) == 5  # the first read asks for the whole window
+    p.merge(hist(100, [1, 2, 3], s7=[0, 0, 9]), whole=True)
+    assert p.end == 100 and p.held() == 3
+    assert p.get("packets_per_s") == [0, 0, 1, 2, 3]  # padded in front
+    assert p.get("bytes_per_s", "s7") == [0, 0, 0, 0, 9]
+    assert p.get("pairs_per_s", "unknown") == [0, 0, 0, 0, 0]
+    # a later read repeats the seconds already held: only the new ones are taken
+    p.merge(hist(102, [3, 4, 5], s8=[0, 6, 7]), whole=False)
+    assert p.end == 102 and p.get("packets_per_s") == [1, 2, 3, 4, 5]
+    assert p.get("packets_per_s", "s7") == [0, 0, 9, 0, 0]  # absent: no traffic
+    assert p.get("packets_per_s", "s8") == [0, 0, 0, 6, 7]
+    assert p.wanted(1.2, 1.5) == 5  # elapsed + lag + margin, at most the window
+    assert p.wanted(0.2, 0.5) == 3
+    # nothing new, then a read that does not reach back: kept, and the next read is whole
+    p.merge(hist(102, [5]), whole=False)
+    p.merge(hist(110, [1, 1]), whole=False)
+    assert p.end == 102 and p.need_full and p.wanted(0.2, 0.5) == 5
+    p.merge(hist(110, [8, 8, 8, 8, 8]), whole=True)
+    assert p.get("packets_per_s") == [8] * 5 and not p.need_full
+    assert p.scopes() == []  # sessions silent for the whole window are forgotten
+
+
+def test_plot_series_switches_between_history_and_sampling():
+    p = PlotSeries(4)
+    p.add_sample(m.Sample(1, 2, 3), {"4": m.Sample(5, 6, 7)})
+    p.add_sample(m.Sample(2, 2, 3), {})
+    assert p.per_poll and p.wanted(1, 0) is None  # the plain document, no ?history=
+    assert p.get("packets_per_s") == [0, 0, 1, 2]
+    assert p.get("packets_per_s", "4") == [0, 0, 5, 0]
+    p.merge(hist(50, [9, 9]), whole=False)  # the appliance now serves a history
+    assert not p.per_poll and p.get("packets_per_s") == [0, 0, 9, 9]
+
+
+def test_history_is_read_tolerantly():
+    doc = sample_status()
+    h = m.history(doc)
+    assert h is not None and h.n == 600 and h.end == int(NOW) - 1
+    assert set(h.sessions) == {"4242", "77"}  # the idle session has no history
+    assert h.totals["packets_per_s"][-1] == 1000.0
+    ragged = {"history": {"step_s": 1, "end": 10,
+                          "totals": {"packets_per_s": [1, 2, 3], "bytes_per_s": ["x"]},
+                          "sessions": {"5": {"pairs_per_s": [1, None]}, "6": "junk"}}}
+    h = m.history(ragged)
+    assert h.n == 3 and h.totals["bytes_per_s"] == [0, 0, 0]
+    assert h.totals["pairs_per_s"] == [0, 0, 0]
+    assert h.sessions["5"]["pairs_per_s"] == [0, 1, 0] and "6" not in h.sessions
+    for junk in (None, {}, {"history": None}, {"history": {"end": "x"}},
+                 {"history": {"end": 5, "step_s": 60, "totals": {}}},
+                 {"history": {"end": True, "step_s": 1, "totals": {}}}):
+        assert m.history(junk) is None
+
+
+def test_only_an_appliance_document_is_accepted():
+    check_schema(sample_status())
+    for doc, needle in (({}, 'no "schema": "mirror-appliance/status"'),
+                        ({"status": "ok", "version": "1.2"}, "appliance's HTTP port"),
+                        ({"schema": "other/thing"}, 'schema "other/thing"'),
+                        (dict(sample_status(), schema_version="1"), 'schema_version "1"'),
+                        (dict(sample_status(), schema_version=None), "schema_version null")):
+        with pytest.raises(NotAnAppliance) as err:
+            check_schema(doc)
+        assert err.value.kind == "not an appliance" and needle in err.value.detail, \
+            err.value.detail
+        assert str(err.value).startswith("not an appliance (")
+    with pytest.raises(NotAnAppliance) as err:
+        check_schema(dict(sample_status(), schema_version=2))
+    assert err.value.kind == "incompatible appliance"
+    assert "schema version 2, this console reads version 1" in err.value.detail
+
+
+def test_columns_fit_whole_by_priority():
+    cols = [Column("a", "A", 4), Column("src", "source", 20, min_width=8, grow_priority=2.5),
+            Column("b", "B", 6, priority=1), Column("c", "C", 6, priority=3),
+            Column("d", "D", 3, priority=2)]
+    def widths(room):
+        return [(c.key, c.width) for c in fit(cols, room, padding=2)]
+    assert widths(100) == [("a", 4), ("src", 20), ("b", 6), ("c", 6), ("d", 3)]
+    assert widths(40) == [("a", 4), ("src", 19), ("b", 6), ("d", 3)]  # c left out
+    assert widths(24) == [("a", 4), ("src", 8), ("b", 6)]
+    assert widths(5) == []
+    assert sum(c.width + 2 for c in fit(cols, 40, padding=2)) <= 40
+
+
+def test_bars_start_from_zero():
+    assert [t.plain for t in bars([], 4)] == ["▁▁▁▁"]
+    assert [t.plain for t in bars([0, 4, 8, 0], 4)] == ["▁▄█▁"]
+    assert [t.plain for t in bars([100, 100], 4)] == ["████"]  # steady: full, not noise
+    assert [t.plain for t in bars([1, 0, 16, 8], 4, height=2)] == ["  █ ", "▁▁██"]
+    # more values than columns: each column shows the peak it covers
+    assert [t.plain for t in bars([0, 0, 0, 8, 0, 0, 0, 0], 4)] == ["▁█▁▁"]
+    assert [t.plain for t in bars([0.001, 1000], 2)] == ["▁█"]  # tiny but not zero: shown

@@ -10,6 +10,8 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,8 @@ from textual.widgets import DataTable
 from appliance import synth
 from appliance.demo import wait_healthy
 from tui.app import ConsoleApp
+from tui.client import fetch
+from tui.screens import SessionScreen
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,8 +93,45 @@ def test_console_and_status_read_the_real_runtime(runtime):
             await wait_until(pilot, lambda: table.row_count == 2, timeout=15,
                              what="a second session")
             assert "unreachable" not in text
+            # the plots come from the appliance's per-second history: once the seconds
+            # with the traffic are published, they hold every packet the totals count
+            st = app.console_state.states[url]
+
+            def plotted_all() -> bool:
+                total = (st.status or {}).get("totals", {}).get("packets")
+                return bool(total) and round(sum(st.series("packets_per_s"))) == total
+
+            await wait_until(pilot, plotted_all, timeout=15, what="the traffic in the plots")
+            assert max(st.series("bytes_per_s", "4242")) > 0
+            assert max(st.series("bytes_per_s", "77")) > 0
+            # drill down into the session
+            table.move_cursor(row=[str(table.get_row_at(i)[0]) for i in range(2)].index("77"))
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: isinstance(app.screen, SessionScreen),
+                             what="the session screen")
+            await wait_for_text(pilot, "Session · VNI 77", "max ")
 
     asyncio.run(scenario())
+
+    # the document says what it is, and its history is bounded and can be cut short
+    doc = fetch(url)
+    assert doc["schema"] == "mirror-appliance/status" and doc["schema_version"] == 1
+    hist = doc["history"]
+    assert hist["step_s"] == 1 and hist["seconds"] >= 600 and set(hist["sessions"]) <= {
+        "4242", "77"}
+    n = len(hist["totals"]["packets_per_s"])
+    assert 0 < n <= hist["seconds"] and hist["end"] <= doc["now"]
+    assert all(len(v) == n for block in (hist["totals"], *hist["sessions"].values())
+               for v in block.values())
+    assert round(sum(hist["totals"]["pairs_per_s"])) == doc["totals"]["pairs"] == 7
+    short = fetch(url, history=2)["history"]
+    assert all(len(v) <= 2 for v in short["totals"].values())
+    assert all(len(v) == 0 for v in fetch(url, history=0)["history"]["totals"].values())
+    try:
+        urllib.request.urlopen(f"{url}/status?history=soon", timeout=5)
+        raise AssertionError("a bad ?history= must be refused")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 400 and b"whole number of seconds" in exc.read()
 
     env = dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="160")
     proc = subprocess.run([sys.executable, "-m", "appliance", "status", "--url", url, "--json"],
