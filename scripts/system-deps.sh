@@ -8,6 +8,8 @@ command -v tcpreplay >/dev/null 2>&1 || need+=(tcpreplay)
 command -v node >/dev/null 2>&1 || need+=(nodejs npm)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)  # deploy: unit verification
 command -v cloud-init >/dev/null 2>&1 || need+=(cloud-init)    # deploy: user-data schema check
+command -v dockerd >/dev/null 2>&1 || need+=(docker.io)        # deploy: the image, built and run
+command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)  # deploy: a local Debian base image
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "system-deps: missing ${need[*]}; run as root or install them" >&2
