@@ -4,8 +4,10 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+# the cdktn CLI and the Node.js >= 22 it runs on, from the npm registry (infra/cdktf/package.json)
+CDKTN  := infra/cdktf/node_modules/.installed
 
-.PHONY: run test bench clean
+.PHONY: run test bench clean cdktn
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,12 +22,19 @@ $(VENV)/.full: pyproject.toml $(VENV)/.base
 run: $(VENV)/.base
 	$(PY) -m appliance demo
 
+$(CDKTN): infra/cdktf/package.json infra/cdktf/package-lock.json
+	cd infra/cdktf && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+cdktn: $(CDKTN)
+
 test: $(VENV)/.full
 	bash scripts/system-deps.sh
+	$(MAKE) --no-print-directory $(CDKTN)
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.base
 	$(PY) bench/replay_bench.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info infra/cdktf/node_modules
