@@ -40,9 +40,10 @@ RUN set -eu; \
     then pkgs="$pkgs python3 python3-venv python3-dev"; fi; \
     apt-get update; \
     apt-get install -y --no-install-recommends $pkgs; \
-    rm -rf /var/lib/apt/lists/*; \
-    python3 -m venv /opt/build; \
-    /opt/build/bin/python -m pip install -q 'pip>=24,<27'
+    rm -rf /var/lib/apt/lists/*
+# pip for the build only (bookworm's and the python image's are both recent enough for
+# `pip --python`, which installs into a venv that has no pip of its own)
+RUN python3 -m venv /opt/build
 WORKDIR /src
 # The build context is already the allow-list in .dockerignore: exactly what the wheel
 # build reads. A file a build step adds (setup.py for extensions, say) goes there.
