@@ -11,6 +11,7 @@ Skipped only where Docker cannot run (the reason is given).
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import time
@@ -189,6 +190,8 @@ def test_aws_mode_hardened_as_documented_delivers_vxlan_pairs_to_kafka(docker, i
 def veth():
     """A veth pair on the host: frames sent on one end arrive on the other, where gcp mode
     captures (their MAC addresses are not the interface's: promiscuous mode matters)."""
+    if os.geteuid() != 0:
+        pytest.skip("creating veth interfaces needs root")
     tag = uuid.uuid4().hex[:8]
     a, b = f"vma{tag}", f"vmb{tag}"
     subprocess.run(["ip", "link", "add", a, "type", "veth", "peer", "name", b], check=True)
