@@ -69,7 +69,7 @@ class Docker:
             return False
         return sh([self.cli, "version", "--format", "{{.Server.Version}}"], timeout=30).returncode == 0
 
-    def ensure(self) -> "Docker":
+    def ensure(self) -> Docker:
         if os.geteuid() == 0:
             deps = sh(["bash", str(ROOT / "scripts" / "system-deps.sh")], timeout=900)
             if deps.returncode != 0:

@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from deploy_helpers import ROOT, MetadataServer, clean_env
 from docker_helpers import DOCKERFILE, dockerfile_runs, options, readme_runs
+
 BUILD_TOOLS = re.compile(r"\b(build-essential|gcc|g\+\+|clang|make|cmake|[\w.+-]+-dev|"
                          r"pip wheel|python -m build|setup\.py)\b")
 
