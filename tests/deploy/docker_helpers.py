@@ -28,7 +28,14 @@ BASE_REPO = "mirror-appliance-testbase"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 # Changing this (or the host's CA bundle) makes a new base image; the old one is removed.
 BASE_RECIPE = ("debootstrap --variant=minbase --include=ca-certificates bookworm "
-               f"{DEBIAN_MIRROR}; host CAs; no apt lists or cached debs; v1")
+               f"{DEBIAN_MIRROR}; host CAs; image dpkg/apt settings; no apt lists or cached debs; v2")
+# What Debian's official images set for dpkg and apt in a container (debuerreotype): no
+# fsync per unpacked file (a build layer is written whole or not at all), no translations.
+IMAGE_SETTINGS = {
+    "etc/dpkg/dpkg.cfg.d/docker-apt-speedup": "force-unsafe-io\n",
+    "etc/apt/apt.conf.d/docker-no-languages": 'Acquire::Languages "none";\n',
+    "etc/apt/apt.conf.d/docker-gzip-indexes": 'Acquire::GzipIndexes "true";\n',
+}
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 PEM = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
 # linux/capability.h: the capabilities the docs may name for the container
@@ -173,6 +180,8 @@ def local_base_image(docker: Docker) -> str:
             upd = sh(["chroot", str(rootfs), "update-ca-certificates"], timeout=120)
             assert upd.returncode == 0, upd.stderr
             changes.append("ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt")
+        for rel, text in IMAGE_SETTINGS.items():
+            (rootfs / rel).write_text(text)
         for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
             for p in (rootfs / junk).glob("*"):
                 if p.is_file():
@@ -186,10 +195,6 @@ def local_base_image(docker: Docker) -> str:
                              timeout=300)
         tar.stdout.close()
         assert tar.wait() == 0 and imp.returncode == 0, f"docker import failed: {imp.stderr}"
-    # older recipes' bases: removed unless an image still builds on them
-    for old in docker("images", BASE_REPO, "--format", "{{.Repository}}:{{.Tag}}").stdout.split():
-        if old != tag:
-            docker("rmi", old, check=False)
     return tag
 
 
@@ -207,6 +212,10 @@ def build_image(docker: Docker, base: str, log_dir: Path) -> str:
     for t, image_id in old.items():
         if image_id and image_id != docker.image_id(t):
             docker("rmi", image_id, check=False)
+    # bases of older recipes, now that no image of ours builds on them
+    for ref in docker("images", BASE_REPO, "--format", "{{.Repository}}:{{.Tag}}").stdout.split():
+        if ref != base:
+            docker("rmi", ref, check=False)
     return f"{IMAGE}:latest"
 
 
