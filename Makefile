@@ -4,8 +4,10 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+# the cdktn CLI and the Node.js >= 22 it runs on, from the npm registry (infra/cdktf/package.json)
+CDKTN  := infra/cdktf/node_modules/.installed
 
-.PHONY: run test lint bench clean bpf
+.PHONY: run test lint bench clean bpf cdktn
 
 # eBPF collector objects: CO-RE, compiled ahead of time against the committed type header
 # (no kernel headers). Needs clang, llvm and libbpf-dev (scripts/system-deps.sh).
@@ -27,10 +29,17 @@ $(VENV)/.full: pyproject.toml $(VENV)/.base
 run: $(VENV)/.base
 	$(PY) -m appliance demo
 
+$(CDKTN): infra/cdktf/package.json infra/cdktf/package-lock.json
+	cd infra/cdktf && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+cdktn: $(CDKTN)
+
 test: $(VENV)/.full
 	bash scripts/system-deps.sh
 	$(MAKE) lint
 	$(MAKE) bpf
+	$(MAKE) --no-print-directory $(CDKTN)
 	$(PY) -m pytest -q
 
 # ruff and mypy, configured in pyproject.toml ([tool.ruff], [tool.mypy])
@@ -49,4 +58,4 @@ bench: $(VENV)/.base
 	$(PY) bench/replay_bench.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info $(BPF_DIR)/*.bpf.o
+	rm -rf $(VENV) build *.egg-info $(BPF_DIR)/*.bpf.o infra/cdktf/node_modules

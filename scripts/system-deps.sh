@@ -17,6 +17,8 @@ ldconfig -p 2>/dev/null | grep -q 'libbpf\.so\.1 ' || need+=(libbpf1)
 command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
+command -v dockerd >/dev/null 2>&1 || need+=(docker.io)        # deploy: the image, built and run
+command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)  # deploy: a local Debian base image
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "system-deps: missing ${need[*]}; run as root or install them" >&2

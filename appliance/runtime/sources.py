@@ -260,6 +260,15 @@ def own_traffic_filter(own_ip: str | None, health_port: int, kafka_ports: list[i
     return f"not ({port_expr})"
 
 
+# pcap_activate(3PCAP) failures, as the fix an operator needs
+PCAP_ACTIVATE_ERRORS = {
+    -5: "no such device",
+    -8: "permission denied: capturing needs the CAP_NET_RAW capability",
+    -9: "the interface is down (ip link set {interface} up)",
+    -11: "permission denied: promiscuous mode refused",
+}
+
+
 def open_live(interface: str, bpf: str, fanout_group: int | None, snaplen: int = 65535,
               buffer_bytes: int = 64 << 20):
     import pcapy
@@ -269,7 +278,10 @@ def open_live(interface: str, bpf: str, fanout_group: int | None, snaplen: int =
     pc.set_promisc(1)
     pc.set_timeout(100)
     pc.set_buffer_size(buffer_bytes)
-    pc.activate()
+    status = pc.activate()  # pcapy-ng returns libpcap's status: a failure does not raise
+    if status is not None and status < 0:
+        reason = PCAP_ACTIVATE_ERRORS.get(status, f"libpcap error {status}")
+        raise OSError(reason.format(interface=interface))
     if bpf:
         pc.setfilter(bpf)
     if fanout_group is not None:

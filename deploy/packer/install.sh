@@ -10,7 +10,7 @@
 #
 # The image gets: Python 3.11 and a virtual environment in /opt/appliance with the wheel;
 # /usr/local/bin/appliance; the systemd unit, enabled, running `appliance boot`; in the
-# GCE image the drop-in granting CAP_NET_RAW and CAP_NET_ADMIN. No /etc/appliance/appliance.env:
+# GCE image the drop-in granting CAP_NET_RAW. No /etc/appliance/appliance.env:
 # each instance is configured by its metadata.
 set -euo pipefail
 
