@@ -89,7 +89,7 @@ class KafkaSink:
 
     def __init__(self, settings, spool_dir: str, producer_factory=None, *,
                  queue_bytes: int | None = None, adopt: tuple[str, ...] = (),
-                 lock_timeout: float = 0.0):
+                 lock_timeout: float = 0.0, drain_at_close: bool = True):
         from confluent_kafka import Producer
 
         from appliance.sinks.spool import Spool
@@ -98,6 +98,7 @@ class KafkaSink:
         self.max_message = settings.max_message_bytes
         self.queue_max = settings.queue_max
         self.queue_bytes = queue_bytes or DEFAULT_QUEUE_BYTES
+        self.drain_at_close = drain_at_close  # a batch job (replay) waits for the spool too
         conf = settings.kafka_config()
         conf["error_cb"] = self._on_error
         conf["logger"] = LibrdkafkaLog()
@@ -125,6 +126,8 @@ class KafkaSink:
         self.failed = 0
         self.produced = 0
         self.live = 0  # produced directly, no report yet
+        self.in_flight_spooled: dict = {}  # (spool, id) -> spool, produced from a spool
+        self.lost_in_producer = 0
         self.in_memory_bytes = 0
         self.state = "up"
         self.reason: str | None = None
@@ -160,9 +163,8 @@ class KafkaSink:
         from confluent_kafka import KafkaError
 
         code = err.code()
-        if err.fatal():
-            log.error("Kafka producer fatal error (%s); replacing the producer", err.str())
-            self.need_reset = True
+        if err.fatal() or code == KafkaError._FATAL:
+            self._fatal(err)
         elif code == KafkaError._ALL_BROKERS_DOWN:
             self._set_state("down", "unreachable", err.str())
         elif code == KafkaError._AUTHENTICATION:
@@ -174,6 +176,25 @@ class KafkaSink:
             if now - self.error_logged.get(code, -1e9) >= 60:
                 self.error_logged[code] = now
                 log.warning("Kafka: %s", err.str())
+
+    def _fatal(self, err) -> None:
+        if not self.need_reset:
+            log.error("Kafka producer fatal error (%s); replacing the producer", err.str())
+        self.need_reset = True
+
+    def _call(self, method, *args, **kw):
+        """A producer call; a fatal error raised through it marks the producer for
+        replacement instead of ending the worker."""
+        from confluent_kafka import KafkaException
+
+        try:
+            return method(*args, **kw)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if err is not None and hasattr(err, "fatal") and err.fatal():
+                self._fatal(err)
+                return None
+            raise
 
     def _account(self, msg) -> None:
         key = msg.key()
@@ -193,6 +214,7 @@ class KafkaSink:
 
     def _spooled_report(self, spool, rid):
         def report(err, msg):
+            self.in_flight_spooled.pop((id(spool), rid), None)
             self._account(msg)
             if err is None:
                 spool.ack(rid)
@@ -267,9 +289,13 @@ class KafkaSink:
         return self.produced - self.delivered - self.failed
 
     def _produce_live(self, key, value) -> bool:
+        from confluent_kafka import KafkaException
+
         try:
             self.producer.produce(self.topic, value, key, on_delivery=self._on_live)
-        except BufferError:
+        except (BufferError, KafkaException) as exc:
+            if isinstance(exc, KafkaException):
+                self.need_reset = True
             self._store(key, value)
             return False
         self.produced += 1
@@ -278,17 +304,22 @@ class KafkaSink:
         return True
 
     def _produce_spooled(self, spool, rid, key, value) -> bool:
+        from confluent_kafka import KafkaException
+
         try:
             self.producer.produce(self.topic, value, key,
                                   on_delivery=self._spooled_report(spool, rid))
-        except BufferError:
+        except (BufferError, KafkaException) as exc:
+            if isinstance(exc, KafkaException):
+                self.need_reset = True
             return False
+        self.in_flight_spooled[(id(spool), rid)] = spool
         self.produced += 1
         self.in_memory_bytes += len(value) + (len(key) if key else 0)
         return True
 
     def poll(self, drain: bool = True) -> None:
-        self.producer.poll(0)
+        self._call(self.producer.poll, 0)
         if self.need_reset:
             self._replace_producer()
         now = time.monotonic()
@@ -299,8 +330,8 @@ class KafkaSink:
         if self.state != "up" and self.live:
             # every broker is down: what waits in memory goes to disk, where a crash
             # cannot take it (and the retry lane keeps it ahead of newer messages)
-            self.producer.purge(in_queue=True, in_flight=True)
-            self.producer.poll(0)
+            self._call(self.producer.purge, in_queue=True, in_flight=True)
+            self._call(self.producer.poll, 0)
         if drain:
             self._drain(now)
         self.spool.tick()
@@ -348,16 +379,30 @@ class KafkaSink:
         log.warning("replacing the Kafka producer; %d unreported messages go back to the "
                     "spool", self.in_memory)
         self._purge_all(5.0)
+        self._abandon()
         self.producer = self.factory(self.conf)
         self.resets += 1
         self.need_reset = False
         self.last_progress = time.monotonic()
 
     def _purge_all(self, wait: float) -> None:
-        self.producer.purge(in_queue=True, in_flight=True)
+        self._call(self.producer.purge, in_queue=True, in_flight=True)
         end = time.monotonic() + wait
         while self.in_memory and time.monotonic() < end:
-            self.producer.poll(0.05)
+            self._call(self.producer.poll, 0.05)
+
+    def _abandon(self) -> None:
+        """Messages of a dead producer that never got a report: spooled ones are read
+        again (they never left the spool); direct ones are lost, counted."""
+        for (_, rid), spool in list(self.in_flight_spooled.items()):
+            spool.nack(rid)
+        self.in_flight_spooled.clear()
+        if self.live:
+            self.lost_in_producer += self.live
+            log.error("%d messages lost with the failed Kafka producer", self.live)
+        self.produced = self.delivered + self.failed
+        self.live = 0
+        self.in_memory_bytes = 0
 
     def stats(self) -> dict:
         corrupt = self.spool.corrupt + sum(a.corrupt for a in self.adopted)
@@ -367,19 +412,23 @@ class KafkaSink:
                 "topic": self.topic, "queued": self.live, "spooled": self.spooled(),
                 "spool_bytes": self.spool.bytes + sum(a.bytes for a in self.adopted),
                 "delivered": self.delivered, "failed": self.failed,
-                "dropped": self.spool.dropped + self.rejected, "corrupt": corrupt,
+                "dropped": self.spool.dropped + self.rejected + self.lost_in_producer,
+                "corrupt": corrupt,
                 "queued_bytes": self.in_memory_bytes}
 
-    def close(self, timeout: float = 10.0, drain_spool: bool = True) -> None:
-        """Deliver what we can within `timeout` (the spool too, if `drain_spool`), then
+    def close(self, timeout: float = 10.0) -> None:
+        """Deliver what we can within `timeout` (the spool too, for a batch job), then
         hand every unreported message to the spool, fsync it and release it."""
+        drain_spool = self.drain_at_close
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.poll(drain=drain_spool)
             pending = self.in_memory or (drain_spool and self.spooled())
             if not pending or self.state != "up":
                 break
-            self.producer.flush(max(0.0, min(0.2, deadline - time.monotonic())))
+            self._call(self.producer.flush, max(0.0, min(0.2, deadline - time.monotonic())))
+            if self.need_reset:
+                self._replace_producer()
         if self.in_memory:
             self._purge_all(2.0)
         self.spool.close()
@@ -390,7 +439,7 @@ class KafkaSink:
 
     def lost(self) -> int:
         """Pairs this sink could neither deliver nor spool."""
-        return self.spool.dropped + self.rejected + max(0, self.live)
+        return self.spool.dropped + self.rejected + self.lost_in_producer + max(0, self.live)
 
 
 class JsonlWriter:
