@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SECRET_FIELDS = {"kafka_sasl_password"}
+SECRET_FIELDS = {"kafka_sasl_password", "http_token"}
 
 
 class ConfigError(Exception):
@@ -143,6 +143,9 @@ class Settings(BaseSettings):
         "mem_restart_mb", "AKTO_MEM_THRESH_RESTART"))
     # -- operations --------------------------------------------------------------------
     http: str = Field("0.0.0.0:8000", validation_alias=AliasChoices("http", "APPLIANCE_HTTP"))
+    http_token: str = Field("", validation_alias=AliasChoices("http_token", "APPLIANCE_HTTP_TOKEN"))
+    stop_timeout: float = Field(30.0, gt=0, le=3600, validation_alias=AliasChoices(
+        "stop_timeout", "APPLIANCE_STOP_TIMEOUT"))
     log_level: Literal["DEBUG", "INFO", "WARN", "ERROR", "OFF"] = Field(
         "WARN", validation_alias=AliasChoices("log_level", "AKTO_LOG_LEVEL"))
     session_map: str = Field("/var/lib/appliance/sessions.json", validation_alias=AliasChoices(
@@ -243,7 +246,9 @@ class Settings(BaseSettings):
             "batch.num.messages": self.batch_size,
             "queue.buffering.max.messages": self.queue_max,
             "message.max.bytes": max(self.max_message_bytes + 65536, 1_000_000),
-            "message.timeout.ms": 30000,
+            # never time a message out: the sink spools what does not fit instead (and a
+            # finite timeout below linger.ms made AKTO_TRAFFIC_BATCH_TIME_SECS >= 30 invalid)
+            "message.timeout.ms": 0,
             "security.protocol": self.kafka_security_protocol,
         }
         if self.kafka_sasl_mechanism:

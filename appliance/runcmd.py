@@ -100,8 +100,7 @@ def cmd_run(args) -> int:
     try:
         sup.start()
     except StartError as exc:
-        sup.stop.set()
-        raise CliError(str(exc)) from None
+        raise CliError(str(exc), exc.code) from None
     code = sup.run()
     if code == 0 and sys.stderr.isatty():
         t = sup.totals()
