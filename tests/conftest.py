@@ -77,7 +77,24 @@ def _reap_zombies() -> None:
                 pass
 
 
+def _stop_interpreter_helpers() -> None:
+    """Helpers a library keeps for the life of the interpreter and stops itself at exit
+    (after this check would run): stop them now, the way they would be stopped then.
+    jsii (CDK Terrain synthesis in tests/infra) runs its kernel as a node process."""
+    import gc
+    import sys
+
+    if "jsii._kernel.providers.process" in sys.modules:
+        for obj in gc.get_objects():
+            if type(obj).__name__ == "_NodeProcess" and type(obj).__module__.startswith("jsii"):
+                try:
+                    obj.stop()
+                except (OSError, ValueError):
+                    pass
+
+
 def pytest_sessionfinish(session, exitstatus):
+    _stop_interpreter_helpers()
     me = os.getpid()
     deadline = time.monotonic() + GRACE_SECS
     left = descendants_alive(me)
