@@ -238,27 +238,25 @@ class Pipeline:
     def buffered(self) -> int:
         return sum(c.buffered() for c in self.conns.values())
 
-    # nominal cost of a connection's objects, which buffered() does not count (v1 core)
-    SHED_CONN_OVERHEAD = 2048
-
     def shed(self, target_bytes: int) -> int:
-        """Evict least-recently-active connections until what they hold is at most
-        `target_bytes`; when one connection holds more than half of it, that one goes
-        first.  What they held is emitted (pending requests as unanswered pairs).
-        Returns the number of connections evicted (counted as evicted "memory")."""
+        """Evict least-recently-active connections until what they hold (buffered()) is
+        at most `target_bytes`; when one connection holds more than half of it, that one
+        goes first; a target of 0 or less evicts every connection.  What they held is
+        emitted (pending requests as unanswered pairs).  Returns the number evicted
+        (counted as evicted "memory")."""
         conns = self.conns
-        sizes = {key: conn.buffered() + self.SHED_CONN_OVERHEAD for key, conn in conns.items()}
+        sizes = {key: conn.buffered() for key, conn in conns.items()}
         total = sum(sizes.values())
         evicted = 0
-        if sizes and total > target_bytes:
+        if sizes and total > max(target_bytes, 0):
             key = max(sizes, key=sizes.__getitem__)
             if sizes[key] * 2 > total:
                 total -= sizes[key]
                 evicted += 1
                 self._close(key, conns[key], self.last_ts)
-        while conns and total > target_bytes:
+        while conns and (total > target_bytes or target_bytes <= 0):
             key, conn = next(iter(conns.items()))
-            total -= sizes.get(key, self.SHED_CONN_OVERHEAD)
+            total -= sizes.get(key, 0)
             evicted += 1
             self._close(key, conn, self.last_ts)
         if evicted:

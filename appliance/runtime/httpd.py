@@ -66,8 +66,9 @@ class HttpEndpoint:
         self.shed = 0
 
     async def start(self) -> None:
+        # asyncio listens again with its own backlog (100 by default): pass ours
         self.server = await asyncio.start_server(self._connection, sock=self.sock,
-                                                 limit=MAX_HEAD)
+                                                 limit=MAX_HEAD, backlog=BACKLOG)
 
     async def stop(self) -> None:
         if self.server is not None:

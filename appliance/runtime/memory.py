@@ -80,8 +80,31 @@ def refusal(ceiling: int, supervisor_rss: int, idle: dict[int, int]) -> str | No
             f"fewer workers (--workers)")
 
 
+def _malloc_trim():
+    """glibc's malloc_trim(0): give freed heap pages back to the kernel (after shedding,
+    so that RSS follows what is really held); None where there is no glibc."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
 class MemoryGuard:
+    """Keeps one worker's memory inside its allowance.
+
+    ``cap`` is the most accounted state (``buffered()``) the worker keeps: the state budget
+    at first, lowered when RSS shows that the accounting under-counts (half of what was
+    held when RSS crossed the soft line), raised again by a tenth every ``RECOVER_SECS``
+    while RSS stays well below it.  Shedding goes in eighths, handing the records of each
+    eighth to the sink before the next, so evicting many connections never builds one big
+    burst of records; afterwards freed heap pages go back to the kernel.
+    """
+
     CHECK_SECS = 0.02  # RSS reads (a few microseconds each)
+    RECOVER_SECS = 10.0
 
     def __init__(self, allowance: int, idle: int):
         self.allowance = allowance
@@ -89,52 +112,80 @@ class MemoryGuard:
         room = max(0, allowance - idle)
         self.room = room
         self.budget = int(room * STATE_SHARE)
+        self.cap = self.budget
+        self.min_cap = max(MB, self.budget // 64)
         self.soft = idle + int(room * SOFT)
         self.hard = idle + int(room * HARD)
         self.step = max(MB, room // 20)
         self.last_shed_rss = 0
         self.next_rss = 0.0
         self.next_state = 0.0
+        self.next_recover = 0.0
         self.peak = 0
         self.sheds = 0
+        self.trim = _malloc_trim() if allowance else None
 
-    def check(self, pipeline, now: float | None = None) -> int:
-        """Shed when over a budget; returns connections evicted."""
+    def check(self, pipeline, hand_over=None, now: float | None = None) -> int:
+        """Shed when over a budget; returns connections evicted.  `hand_over()` passes
+        the records of evicted connections to the sink."""
         if not self.allowance:
             return 0
         now = time.monotonic() if now is None else now
         evicted = 0
+        held = None
         if now >= self.next_state:
             t0 = time.perf_counter()
             held = pipeline.buffered()
             # buffered() is O(1) in the v2 core; where it is not, check less often
             self.next_state = now + max(self.CHECK_SECS, (time.perf_counter() - t0) * 50)
-            if held > self.budget:
-                evicted += pipeline.shed(int(self.budget * 0.8))
-                self.sheds += 1
+            if held > self.cap:
+                evicted += self._shed(pipeline, hand_over, held, int(self.cap * 0.9))
         if now >= self.next_rss:
             self.next_rss = now + self.CHECK_SECS
             rss = rss_bytes()
             self.peak = max(self.peak, rss)
             if rss >= self.soft and rss >= self.last_shed_rss + self.step:
-                self.last_shed_rss = rss
-                self.sheds += 1
+                held = pipeline.buffered() if held is None else held
                 if rss >= self.hard:
-                    evicted += pipeline.shed(0)
+                    self.cap = max(self.min_cap, min(self.cap, held // 4))
+                    evicted += self._shed(pipeline, hand_over, held, 0)
                 else:
-                    n = pipeline.shed(pipeline.buffered() // 2)
+                    self.cap = max(self.min_cap, min(self.cap, held // 2))
                     # nothing to shed by the accounting, yet memory grows: the accounting
                     # misses what holds it, so give back everything
-                    evicted += n or pipeline.shed(0)
+                    evicted += (self._shed(pipeline, hand_over, held, self.cap)
+                                or self._shed(pipeline, hand_over, held, 0))
+                self.last_shed_rss = rss_bytes()
             elif rss < self.soft - self.step:
                 self.last_shed_rss = 0
+                if self.cap < self.budget and now >= self.next_recover:
+                    self.next_recover = now + self.RECOVER_SECS
+                    self.cap = min(self.budget, int(self.cap * 1.1) + 1)
         return evicted
 
-    def shed_all(self, pipeline) -> int:
+    def _shed(self, pipeline, hand_over, held: int, target: int) -> int:
         self.sheds += 1
-        return pipeline.shed(0)
+        evicted = 0
+        chunk = max(held // 8, 64 << 10)
+        while True:
+            goal = max(target, held - chunk)
+            if target <= 0 and held - chunk <= 0:
+                goal = 0
+            n = pipeline.shed(goal)
+            evicted += n
+            if hand_over is not None:
+                hand_over()
+            if goal <= target or not n:
+                break
+            held = pipeline.buffered()
+        if self.trim is not None:
+            self.trim(0)
+        return evicted
+
+    def shed_all(self, pipeline, hand_over=None) -> int:
+        return self._shed(pipeline, hand_over, pipeline.buffered(), 0)
 
     def figures(self) -> dict:
         return {"allowance_bytes": self.allowance, "idle_bytes": self.idle,
-                "state_budget_bytes": self.budget, "peak_rss_bytes": self.peak,
-                "sheds": self.sheds}
+                "state_budget_bytes": self.budget, "state_cap_bytes": self.cap,
+                "peak_rss_bytes": self.peak, "sheds": self.sheds}

@@ -141,10 +141,9 @@ class Worker:
             now = time.monotonic()
             if flags.shed_all:
                 flags.shed_all = False
-                self.guard.shed_all(self.pipeline)
-                self._hand_over()
-            elif self.guard.check(self.pipeline, now):
-                self._hand_over()
+                self.guard.shed_all(self.pipeline, self._hand_over)
+            else:
+                self.guard.check(self.pipeline, self._hand_over, now)
             if now >= next_tick:
                 next_tick = now + 1.0
                 self._tick()

@@ -36,12 +36,17 @@ from appliance.core.record import encode
 log = logging.getLogger("appliance.kafka")
 
 TRIM_KEYS = ("responsePayload", "requestPayload", "responseHeaders", "requestHeaders")
-DRAIN_BATCH = 500  # spooled messages read per poll (and at most half the queue budget)
+DRAIN_BATCH = 500  # spooled messages in flight at most (and at most half the queue budget)
+FLUSH_AFTER = 0.2  # a full drain window without a report this long: flush past linger.ms
 STALL_SECS = 60.0  # messages waiting and no delivery report at all for this long: down
 PROBE_SECS = 1.0
 DEFAULT_QUEUE_BYTES = 128 << 20
 # broker answers that no retry can change (this message is too large or invalid)
 PERMANENT = frozenset({2, 10, 87})  # INVALID_MSG, MSG_SIZE_TOO_LARGE, INVALID_RECORD
+# the broker no longer knows this producer's id (it lost its state, or another producer
+# took the id over): only a new producer, with a new id, gets messages in again
+PRODUCER_STATE = frozenset({45, 47, 59, 90})  # OUT_OF_ORDER_SEQUENCE_NUMBER,
+# INVALID_PRODUCER_EPOCH, UNKNOWN_PRODUCER_ID, PRODUCER_FENCED
 
 
 class LibrdkafkaLog:
@@ -244,6 +249,8 @@ class KafkaSink:
                 log.error("Kafka rejected a message for good (%s): %d dropped so far",
                           err.str(), self.rejected)
             return True
+        if code in PRODUCER_STATE:
+            self._fatal(err)
         self._set_state("down", "failed", err.str())
         return False
 
@@ -342,7 +349,15 @@ class KafkaSink:
         if not self.spooled() or self.live:
             return  # older messages produced directly go first
         if self.state == "up":
-            room = min(DRAIN_BATCH, self.queue_max // 2 - self.in_memory)
+            # one batch in flight at a time: a crash re-sends at most that many
+            window = DRAIN_BATCH - len(self.in_flight_spooled)
+            if window <= 0:
+                if now - self.last_progress > FLUSH_AFTER:
+                    # a partial batch would wait out linger.ms (10 s by Akto's default):
+                    # send it now
+                    self._call(self.producer.flush, 0.01)
+                return
+            room = min(window, self.queue_max // 2 - self.in_memory)
             room_bytes = self.queue_bytes // 2 - self.in_memory_bytes
         elif now - self.last_probe >= PROBE_SECS and not self.in_memory:
             self.last_probe = now  # one message at a time tells us when the broker is back

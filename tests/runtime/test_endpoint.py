@@ -3,6 +3,7 @@ slowloris that neither stops capture nor grows threads (issue 12, deliver 5)."""
 
 import resource
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -33,6 +34,10 @@ def test_token_protects_status_and_metrics_not_healthz(appliance, broker):
         assert get(app.url + path, token="wrong")[0] == 401
         assert get(app.url + path, token="s3cr3t-t0ken")[0] == 200
     assert get(app.url + "/healthz")[:2] == (200, b"ok\n")
+    # a real listen backlog (the stdlib server had 5: connect stalls under bursts)
+    ss = subprocess.run(["ss", "-Hltn", f"sport = :{app.http_port}"], capture_output=True,
+                        text=True, check=True).stdout.split()
+    assert int(ss[2]) >= 1024, ss
     assert get(app.url + "/nothing-here", token="s3cr3t-t0ken")[0] == 404
     assert "s3cr3t-t0ken" not in app.log.read_text()
     assert app.terminate() == 0
