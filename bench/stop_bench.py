@@ -6,20 +6,65 @@ connections (bench/flood.py, no rate cap: the sender takes what a core gives it)
 and spooled (from the final line), those read back from the topic (and duplicates among
 them), packets left unread in the kernel, the RSS peak of all processes (sampled every
 100 ms) before and during the stop.  --broker-down stops the broker first, so the stop
-spools everything.
+spools everything.  --kill-9 kills the supervisor instead (what the OOM killer does):
+printed are how long each worker took to exit, whether the UDP port was free then, and
+how many pairs their spools hold.
 
-    python bench/stop_bench.py [--seconds 10] [--stop-timeout 30] [--broker-down]
+    python bench/stop_bench.py [--seconds 10] [--stop-timeout 30] [--broker-down | --kill-9]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import signal
+import socket
 import sys
 import tempfile
 import time
 
-from rt_common import MB, Appliance, LocalBroker, Sampler, count_topic, flood_proc
+from rt_common import MB, Appliance, LocalBroker, Sampler, children, count_topic, flood_proc
+
+
+def gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def kill_9(app: Appliance, broker, args) -> int:
+    workers = children(app.proc.pid)
+    t0 = time.monotonic()
+    os.kill(app.proc.pid, signal.SIGKILL)
+    app.proc.wait()
+    exited = {}
+    while len(exited) < len(workers) and time.monotonic() - t0 < 10:
+        for w in workers:
+            if w not in exited and gone(w):
+                exited[w] = time.monotonic() - t0
+        time.sleep(0.005)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.bind(("127.0.0.1", app.udp))
+        free = True
+    except OSError:
+        free = False
+    s.close()
+    from appliance.sinks.spool import Spool, spool_dirs
+
+    held = 0
+    for _, path in spool_dirs(app.spool):
+        sp = Spool(path, 1 << 40)
+        held += len(sp)
+        sp.close()
+    times = ", ".join(f"{t * 1000:.0f} ms" for t in sorted(exited.values()))
+    print(f"kill -9 of the supervisor mid-flood: workers exited after {times} "
+          f"({len(workers) - len(exited)} still running after 10 s); UDP port free: {free}; "
+          f"{held} pairs in their spools")
+    return 0
 
 
 def figure(pattern: str, line: str, default: int = 0) -> int:
@@ -33,6 +78,7 @@ def main() -> int:
     ap.add_argument("--stop-timeout", type=float, default=30.0)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--broker-down", action="store_true")
+    ap.add_argument("--kill-9", action="store_true")
     ap.add_argument("--batch-time", default="1")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp, LocalBroker(log_path=f"{tmp}/tansu.log") as broker:
@@ -45,6 +91,12 @@ def main() -> int:
         flood = flood_proc(app.udp, "pairs")
         time.sleep(args.seconds)
         before = app.status()
+        if args.kill_9:
+            kill_9(app, broker, args)
+            flood.kill()
+            flood.wait()
+            sampler.stop()
+            return 0
         if args.broker_down:
             broker.stop()
             time.sleep(1)

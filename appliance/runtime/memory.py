@@ -13,11 +13,13 @@ its *room* for traffic, split into
   into that queue): a fifth of the room;
 - the rest is slack for the interpreter.
 
-Enforcement, in the worker loop (``MemoryGuard.check``): over the state budget, shed
-down to 80 % of it; and, as a backstop for whatever the accounting misses, on the RSS
-itself: past 75 % of the room shed half of the state, past 90 % shed everything, each
-again only after RSS grew by another twentieth of the room (freed memory is reused
-before the heap grows, so RSS does not fall after shedding and must not re-trigger).
+Enforcement, in the worker loop (``MemoryGuard.check``): over the state cap (the budget
+at first), shed down to 90 % of it; and, as a backstop for whatever the accounting misses,
+on the RSS itself: past 75 % of the room halve the state and the cap (again only after RSS
+grew by another twentieth of the room: freed memory is reused before the heap grows, so RSS
+does not fall after shedding and must not re-trigger), past 90 % shed everything (again
+every half second while RSS stays there).  Shedding goes in eighths, each handed to the
+sink before the next, then freed heap pages go back to the kernel (``malloc_trim``).
 
 A ceiling that leaves a worker less than ``MIN_ROOM`` is refused at start-up, with one
 line; exit 75 remains for the case where shedding everything still leaves the total above
@@ -104,6 +106,8 @@ class MemoryGuard:
     """
 
     CHECK_SECS = 0.02  # RSS reads (a few microseconds each)
+    MAX_STATE_SECS = 0.5  # longest interval between two looks at the accounted state
+    HARD_SECS = 0.5
     RECOVER_SECS = 10.0
 
     def __init__(self, allowance: int, idle: int):
@@ -121,6 +125,7 @@ class MemoryGuard:
         self.next_rss = 0.0
         self.next_state = 0.0
         self.next_recover = 0.0
+        self.next_hard = 0.0
         self.peak = 0
         self.sheds = 0
         self.trim = _malloc_trim() if allowance else None
@@ -137,24 +142,30 @@ class MemoryGuard:
             t0 = time.perf_counter()
             held = pipeline.buffered()
             # buffered() is O(1) in the v2 core; where it is not, check less often
-            self.next_state = now + max(self.CHECK_SECS, (time.perf_counter() - t0) * 50)
+            self.next_state = now + min(self.MAX_STATE_SECS,
+                                        max(self.CHECK_SECS, (time.perf_counter() - t0) * 50))
             if held > self.cap:
                 evicted += self._shed(pipeline, hand_over, held, int(self.cap * 0.9))
         if now >= self.next_rss:
             self.next_rss = now + self.CHECK_SECS
             rss = rss_bytes()
             self.peak = max(self.peak, rss)
-            if rss >= self.soft and rss >= self.last_shed_rss + self.step:
+            if rss >= self.hard and now >= self.next_hard:
+                # near the allowance: everything goes, again every HARD_SECS while RSS
+                # stays up here (freed memory is reused first, so it cannot creep on)
+                self.next_hard = now + self.HARD_SECS
                 held = pipeline.buffered() if held is None else held
-                if rss >= self.hard:
-                    self.cap = max(self.min_cap, min(self.cap, held // 4))
-                    evicted += self._shed(pipeline, hand_over, held, 0)
-                else:
-                    self.cap = max(self.min_cap, min(self.cap, held // 2))
-                    # nothing to shed by the accounting, yet memory grows: the accounting
-                    # misses what holds it, so give back everything
-                    evicted += (self._shed(pipeline, hand_over, held, self.cap)
-                                or self._shed(pipeline, hand_over, held, 0))
+                self.cap = max(self.min_cap, min(self.cap, held // 4))
+                evicted += self._shed(pipeline, hand_over, held, 0)
+                self.last_shed_rss = rss_bytes()
+            elif self.soft <= rss < self.hard and rss >= self.last_shed_rss + self.step:
+                # past the soft line and still growing: keep half of what is held from
+                # now on (nothing to shed by the accounting, yet memory grows: it misses
+                # what holds the memory, so give back everything)
+                held = pipeline.buffered() if held is None else held
+                self.cap = max(self.min_cap, min(self.cap, held // 2))
+                evicted += (self._shed(pipeline, hand_over, held, self.cap)
+                            or self._shed(pipeline, hand_over, held, 0))
                 self.last_shed_rss = rss_bytes()
             elif rss < self.soft - self.step:
                 self.last_shed_rss = 0
