@@ -149,8 +149,13 @@ class Worker:
                 self._tick()
         return self.finish()
 
+    def _records(self) -> list[dict]:
+        """Finished pairs as Akto records (the one place the pipeline's output is taken;
+        with the v2 core: ``Formatter.records(pipeline.take())``)."""
+        return self.pipeline.take()
+
     def _hand_over(self) -> None:
-        records = self.pipeline.take()
+        records = self._records()
         if records:
             self.emitted += len(records)
             self.sink.write(records)
@@ -190,7 +195,7 @@ class Worker:
         self.source.close()
         p = self.pipeline
         p.close()
-        records = p.take()
+        records = self._records()
         self.emitted += len(records)
         for i in range(0, len(records), WRITE_SLICE):
             self.sink.write(records[i:i + WRITE_SLICE])
@@ -220,7 +225,7 @@ class Worker:
             pass
         try:
             self.pipeline.close()
-            records = self.pipeline.take()
+            records = self._records()
             self.emitted += len(records)
             self.sink.write(records)
         except Exception:  # noqa: BLE001 - the state that raised may raise again
