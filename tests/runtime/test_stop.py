@@ -73,3 +73,18 @@ def test_a_dead_broker_stops_at_once_with_everything_spooled(appliance, tmp_path
         n += len([json.loads(v) for _, _, v in sp.read(1000)])
         sp.close()
     assert n == len(expected)
+
+
+def test_a_worker_that_cannot_stop_is_killed_at_the_deadline_and_the_exit_says_so(broker,
+                                                                                  appliance):
+    app = appliance(["--mode", "aws", "--kafka", broker.bootstrap, "--workers", "2"],
+                    env={"APPLIANCE_STOP_TIMEOUT": "3"})
+    frozen = app.workers()[0]
+    os.kill(frozen, signal.SIGSTOP)  # it will not see the SIGTERM
+    app.proc.send_signal(signal.SIGTERM)
+    assert app.proc.wait(30) == 1
+    last = app.log.read_text().strip().splitlines()[-1]
+    assert "with loss" in last and "did not stop within APPLIANCE_STOP_TIMEOUT=3s" in last
+    from rt_helpers import wait_gone
+
+    assert wait_gone([frozen], 5) is not None
