@@ -230,7 +230,10 @@ class Worker:
             self.sink.write(records)
         except Exception:  # noqa: BLE001 - the state that raised may raise again
             log.error("worker %d: could not flush its connections after the failure", self.id)
-        self.sink.close(2.0)
+        try:
+            self.sink.close(2.0)
+        except Exception as exc:  # noqa: BLE001 - the sink may be what failed
+            log.error("worker %d: could not close its sink after the failure: %s", self.id, exc)
 
 
 def _drain_fd(fd: int) -> None:
