@@ -87,7 +87,7 @@ class Appliance:
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL,
                                      stderr=self.logf)
 
-    def wait_healthy(self, timeout: float = 60) -> "Appliance":
+    def wait_healthy(self, timeout: float = 60) -> Appliance:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:

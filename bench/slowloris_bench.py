@@ -41,7 +41,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=15.0)
     args = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, args.connections + 2000)), hard))
+    want = min(hard, max(soft, args.connections + 2000))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     with tempfile.TemporaryDirectory() as tmp:
         app = Appliance(["--jsonl", f"{tmp}/pairs.jsonl", "--workers", "1"], workdir=tmp)
         app.wait_healthy()
@@ -81,8 +82,9 @@ def main() -> int:
         lat.sort()
         print(f"{args.connections} slowloris connections opened in {opened:.2f}s; supervisor "
               f"threads {before} before, {during} during")
-        print(f"/healthz during the slowloris: {len(lat)} asks, median {lat[len(lat) // 2] * 1000:.1f} "
-              f"ms, max {lat[-1] * 1000:.1f} ms")
+        median = lat[len(lat) // 2] * 1000
+        print(f"/healthz during the slowloris: {len(lat)} asks, median {median:.1f} ms, "
+              f"max {lat[-1] * 1000:.1f} ms")
         print(f"slow connections closed by the server after {args.seconds:.0f}s: {closed}")
         print(f"1,000 concurrent /healthz: all answered in {burst_time:.2f}s, slowest "
               f"{max(burst) * 1000:.0f} ms; exit {code}")

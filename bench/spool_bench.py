@@ -41,7 +41,8 @@ def main() -> int:
     for crash in (False,) if args.no_crash else (False, True):
         with tempfile.TemporaryDirectory() as tmp, \
                 LocalBroker(log_path=f"{tmp}/tansu.log") as broker:
-            common = ["--kafka", broker.bootstrap, "--workers", "2", "--batch-time", args.batch_time,
+            common = ["--kafka", broker.bootstrap, "--workers", "2",
+                      "--batch-time", args.batch_time,
                       "--mem-restart-mb", str(args.ceiling_mb)]
             app = Appliance(common, workdir=tmp)
             app.wait_healthy()
@@ -50,7 +51,7 @@ def main() -> int:
             broker.stop()
             flood = flood_proc(app.udp, "pairs", count=n, rate=30000)
             flood.wait()
-            st = wait(lambda: (s := app.status())["totals"]["pairs"] >= n * 0.99
+            st = wait(lambda app=app: (s := app.status())["totals"]["pairs"] >= n * 0.99
                       and s["kafka"]["queued"] == 0 and s, 300)
             time.sleep(2)
             st = app.status()
@@ -59,14 +60,15 @@ def main() -> int:
             t_back = time.monotonic()
             broker.start()
             if crash:
-                wait(lambda: app.status()["kafka"]["delivered"] > spooled // 3, 300, 0.05)
+                wait(lambda app=app, spooled=spooled:
+                     app.status()["kafka"]["delivered"] > spooled // 3, 300, 0.05)
                 app.kill()
                 sampler.stop()
                 app = Appliance(common, workdir=tmp)
                 app.wait_healthy()
                 sampler2 = Sampler(app.proc.pid)
                 sampler2.start()
-            wait(lambda: app.status()["kafka"]["spooled"] == 0, 600)
+            wait(lambda app=app: app.status()["kafka"]["spooled"] == 0, 600)
             drained = time.monotonic() - t_back
             code, _ = app.stop()
             (sampler2 if crash else sampler).stop()

@@ -77,7 +77,7 @@ class HttpEndpoint:
                 task.cancel()
             try:
                 await asyncio.wait_for(self.server.wait_closed(), 2.0)
-            except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - closing anyway
+            except (TimeoutError, Exception):  # noqa: BLE001 - closing anyway
                 pass
             self.server = None
 

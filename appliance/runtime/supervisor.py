@@ -320,7 +320,7 @@ class Supervisor:
     async def _sleep(self, seconds: float) -> None:
         try:
             await asyncio.wait_for(self.wake.wait(), seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         self.wake.clear()
 

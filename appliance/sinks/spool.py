@@ -84,7 +84,7 @@ class _Segment:
 class _Lane:
     """One ordered series of segments (``<prefix>-<seq>.seg``) with its cursor file."""
 
-    def __init__(self, spool: "Spool", prefix: str):
+    def __init__(self, spool: Spool, prefix: str):
         self.spool = spool
         self.prefix = prefix
         self.dir = spool.dir

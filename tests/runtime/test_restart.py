@@ -39,7 +39,7 @@ def test_sigkill_of_a_worker_mid_traffic_restarts_it_and_traffic_still_pairs(bro
     # a killed worker loses what it held in memory: the stop says so, and exits 1
     assert app.terminate() == 1
     log = app.log.read_text()
-    assert "worker 0 (pid %d) killed by signal 9" % victim in log
+    assert f"worker 0 (pid {victim}) killed by signal 9" in log
     assert "with loss" in log.splitlines()[-1] and "worker 0 killed by signal 9" in log
 
 
