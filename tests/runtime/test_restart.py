@@ -107,7 +107,7 @@ def test_restarted_worker_adopts_its_spool(tmp_path, broker, appliance):
     app.terminate()
 
 
-def test_port_in_use_is_one_line_and_nothing_is_left_running(appliance, broker):
+def test_port_in_use_is_one_line_and_nothing_is_left_running(broker, appliance):
     first = appliance(["--mode", "aws", "--kafka", broker.bootstrap, "--workers", "1"])
     second = appliance(["--mode", "aws", "--kafka", broker.bootstrap, "--http", first.url[7:]],
                        healthy=False)
