@@ -35,7 +35,7 @@ from pydantic_settings.sources.utils import parse_env_vars
 
 from appliance.modes import MODES
 
-SECRET_FIELDS = {"kafka_sasl_password"}
+SECRET_FIELDS = {"kafka_sasl_password", "http_token"}
 _METHOD_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 # Variables Akto's collectors read that this appliance deliberately does not use, and why.
@@ -186,6 +186,8 @@ class Settings(BaseSettings):
     mem_restart_mb: int = env(0, "AKTO_MEM_THRESH_RESTART", ge=0)
     # -- operations --------------------------------------------------------------------
     http: str = env("0.0.0.0:8000", "APPLIANCE_HTTP")
+    http_token: str = env("", "APPLIANCE_HTTP_TOKEN")
+    stop_timeout: float = env(30.0, "APPLIANCE_STOP_TIMEOUT", gt=0, le=3600)
     log_level: Literal["DEBUG", "INFO", "WARN", "ERROR", "OFF"] = env("WARN", "AKTO_LOG_LEVEL")
     log_format: Literal["text", "json"] = env("text", "APPLIANCE_LOG_FORMAT")
     session_map: str = env("/var/lib/appliance/sessions.json", "APPLIANCE_SESSION_MAP")
@@ -323,7 +325,9 @@ class Settings(BaseSettings):
             "batch.num.messages": self.batch_size,
             "queue.buffering.max.messages": self.queue_max,
             "message.max.bytes": max(self.max_message_bytes + 65536, 1_000_000),
-            "message.timeout.ms": 30000,
+            # never time a message out: the sink spools what does not fit instead (and a
+            # finite timeout below linger.ms made AKTO_TRAFFIC_BATCH_TIME_SECS >= 30 invalid)
+            "message.timeout.ms": 0,
             "security.protocol": self.kafka_security_protocol,
         }
         if self.kafka_sasl_mechanism:

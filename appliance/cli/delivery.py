@@ -101,6 +101,18 @@ class KafkaDelivery:
             if status is not None:
                 status.stop()
 
+    def _wait(self, timeout: float) -> float:
+        """Wait up to `timeout` for Kafka to take everything, spool included (a broker that
+        is down may come back within it); the time left."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sink.poll()
+            st = self.sink.stats()
+            if not st["queued"] and not st["spooled"]:
+                break
+            time.sleep(0.05)
+        return max(0.5, deadline - time.monotonic())
+
     def close(self, timeout: float, tty: bool, interrupted: bool = False) -> None:
         """Deliver within `timeout` (unless interrupted), remove the spool if it is empty, or
         raise CliError naming what is left and the command that sends it."""
@@ -109,7 +121,8 @@ class KafkaDelivery:
                 self.sink.close(timeout=1.0)
             else:
                 with self._showing(timeout, tty):
-                    self.sink.close(timeout=timeout)  # what Kafka does not take is spooled
+                    left = self._wait(timeout)
+                    self.sink.close(timeout=left)  # what Kafka does not take is spooled
         except KeyboardInterrupt:
             interrupted = True
             self.sink.close(timeout=1.0)

@@ -40,9 +40,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         sup.start()
     except StartError as exc:
-        sup.stop.set()
-        raise CliError(str(exc)) from None
-    log_startup(s, len(sup.procs), args.jsonl)
+        raise CliError(str(exc), exc.code) from None
+    log_startup(s, len(sup.slots), args.jsonl)
     code: int = sup.run()
     if code == 0 and sys.stderr.isatty():
         t = sup.totals()

@@ -147,8 +147,11 @@ class Pipeline:
         return t.bytes_held() + t.out_bytes + self.decoder.frags.bytes
 
     def shed(self, target_bytes: int) -> int:
-        """Evict connections until ``buffered() <= target_bytes`` (see FlowTable.shed);
-        what they held is emitted.  Returns how many connections were evicted."""
+        """Evict connections until ``buffered() <= target_bytes`` (see FlowTable.shed: least
+        recently active first, a connection holding a large share of the excess before
+        them); a target of 0 or less evicts every connection.  What they held is emitted
+        (pending requests as unanswered pairs).  Returns how many were evicted (counted
+        as evicted "memory")."""
         t = self.table
         extra = t.out_bytes + self.decoder.frags.bytes
         return t.shed(max(0, target_bytes - extra), self.last_ts, "memory")

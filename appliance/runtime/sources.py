@@ -13,6 +13,13 @@ packets with extension headers hash on addresses only, so all pieces of a flow m
 GCP mode: libpcap (pcapy-ng) in promiscuous mode on the interface, with a BPF filter
 that leaves out the appliance's own SSH, health and Kafka traffic; with N workers the
 handles join a PACKET_FANOUT_HASH group (the kernel's flow hash is symmetric).
+
+The worker sees a capture only through the small ``Source`` interface below (descriptors
+to wait on, ``read`` that feeds the pipeline, ``discard`` and ``close`` for the stop), and
+the supervisor builds one ``SourceSpec`` per worker: in the supervisor for what must
+outlive a worker (the UDP sockets, so a restarted worker reads what queued meanwhile),
+opened in the worker (``SourceSpec.open``) for the rest.  A new capture front end is one
+new module with a spec and a source.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ import fcntl
 import os
 import socket
 import struct
+import time
+from typing import Protocol
 
 SO_ATTACH_REUSEPORT_CBPF = 51
 SO_RCVBUFFORCE = 33
@@ -260,32 +269,62 @@ def own_traffic_filter(own_ip: str | None, health_port: int, kafka_ports: list[i
     return f"not ({port_expr})"
 
 
-# pcap_activate(3PCAP) failures, as the fix an operator needs
-PCAP_ACTIVATE_ERRORS = {
-    -5: "no such device",
-    -8: "permission denied: capturing needs the CAP_NET_RAW capability",
-    -9: "the interface is down (ip link set {interface} up)",
-    -11: "permission denied: promiscuous mode refused",
-}
+class CaptureError(Exception):
+    """The capture cannot start; the message is one line naming the fix."""
+
+
+# Measured (tests/deploy/test_docker_image.py): capture, promiscuous mode and the fanout
+# group need CAP_NET_RAW only, not CAP_NET_ADMIN
+CAP_NET_RAW = 13
+CAPTURE_FIX = ("run as root, or grant CAP_NET_RAW (systemd: "
+               "deploy/systemd/appliance.service.d/gcp-capture.conf; Docker: --cap-add NET_RAW; "
+               "Kubernetes: securityContext.capabilities.add)")
+
+# libpcap's pcap_activate() results
+_PCAP_ERRORS = {-1: "generic error", -5: "no such device", -8: "permission denied",
+                -9: "interface not up", -11: "no permission for promiscuous mode"}
+
+
+def missing_capture_caps() -> list[str]:
+    """Capabilities live capture needs that this process lacks (empty when it has them)."""
+    try:
+        with open("/proc/self/status") as f:
+            eff = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    except (OSError, StopIteration, ValueError):
+        return []
+    return [] if eff >> CAP_NET_RAW & 1 else ["CAP_NET_RAW"]
 
 
 def open_live(interface: str, bpf: str, fanout_group: int | None, snaplen: int = 65535,
               buffer_bytes: int = 64 << 20):
+    """A libpcap handle on `interface`; CaptureError (one line naming the fix) when it
+    cannot be opened."""
     import pcapy
 
-    pc = pcapy.create(interface)
-    pc.set_snaplen(snaplen)
-    pc.set_promisc(1)
-    pc.set_timeout(100)
-    pc.set_buffer_size(buffer_bytes)
-    status = pc.activate()  # pcapy-ng returns libpcap's status: a failure does not raise
-    if status is not None and status < 0:
-        reason = PCAP_ACTIVATE_ERRORS.get(status, f"libpcap error {status}")
-        raise OSError(reason.format(interface=interface))
-    if bpf:
-        pc.setfilter(bpf)
-    if fanout_group is not None:
-        pc.set_fanout(fanout_group)
+    missing = missing_capture_caps()
+    if missing:
+        raise CaptureError(f"capturing on {interface} needs {' and '.join(missing)}: {CAPTURE_FIX}")
+    try:
+        pc = pcapy.create(interface)
+        pc.set_snaplen(snaplen)
+        pc.set_promisc(1)
+        pc.set_timeout(100)
+        pc.set_buffer_size(buffer_bytes)
+        rc = pc.activate()
+    except pcapy.PcapError as exc:
+        raise CaptureError(f"cannot capture on {interface}: {exc}") from None
+    if rc is not None and rc < 0:
+        what = _PCAP_ERRORS.get(rc, f"libpcap error {rc}")
+        fix = (f": {CAPTURE_FIX}" if rc in (-8, -11)
+               else f" (ip link set {interface} up)" if rc == -9 else "")
+        raise CaptureError(f"cannot capture on {interface}: {what}{fix}")
+    try:
+        if bpf:
+            pc.setfilter(bpf)
+        if fanout_group is not None:
+            pc.set_fanout(fanout_group)
+    except pcapy.PcapError as exc:
+        raise CaptureError(f"cannot set up the capture on {interface}: {exc}") from None
     return pc
 
 
@@ -340,6 +379,13 @@ class BatchReceiver:
         self.fd = sock.fileno()
         self.libc = libc
 
+    def discard(self) -> int:
+        """Datagrams dropped now without copying them out (the stop's count)."""
+        if self.libc is None:
+            return len(self.receive())
+        n = self.recvmmsg(self.fd, self.msgs, self.batch, socket.MSG_DONTWAIT, None)
+        return max(0, n)
+
     def receive(self) -> list[bytes]:
         """Datagrams available now (possibly none), without blocking."""
         if self.libc is None:
@@ -358,3 +404,146 @@ class BatchReceiver:
         view = self.view
         # copy each datagram out: the buffer is reused by the next call
         return [bytes(view[i * size:i * size + msgs[i].len]) for i in range(n)]
+
+
+# -- the worker's view of a capture ---------------------------------------------------------
+
+class Source(Protocol):
+    """What a worker needs from a capture front end."""
+
+    def fds(self) -> list[int]:
+        """Descriptors that become readable when packets wait."""
+
+    def read(self, pipeline) -> int:
+        """Feed what is available now (a bounded amount) to `pipeline`; packets read."""
+
+    def discard(self, seconds: float) -> int:
+        """At stop: count (and drop) what the kernel still holds, for at most `seconds`."""
+
+    def close(self) -> None:
+        """Release the capture (the port, the ring)."""
+
+
+class SourceSpec(Protocol):
+    """Built by the supervisor, opened in the worker process."""
+
+    kind: str
+
+    def keep_fds(self) -> list[int]:
+        """Descriptors the worker process must inherit."""
+
+    def open(self) -> Source: ...
+
+
+class UdpSource:
+    """VXLAN/GENEVE datagrams from UDP sockets, read with recvmmsg."""
+
+    ROUNDS = 8  # recvmmsg calls per socket per read(), so ticks keep happening
+
+    def __init__(self, socks):
+        self.socks = socks  # [(socket, linktype)]
+        self.rx = [(BatchReceiver(sock), lt) for sock, lt in socks]
+
+    def fds(self) -> list[int]:
+        return [sock.fileno() for sock, _ in self.socks]
+
+    def read(self, pipeline) -> int:
+        feed = pipeline.feed
+        n = 0
+        for rx, lt in self.rx:
+            for _ in range(self.ROUNDS):
+                batch = rx.receive()
+                if not batch:
+                    break
+                now = time.time()
+                for data in batch:
+                    feed(now, lt, data)
+                n += len(batch)
+        return n
+
+    def discard(self, seconds: float) -> int:
+        end = time.monotonic() + seconds
+        n = 0
+        for rx, _ in self.rx:
+            while time.monotonic() < end:
+                got = rx.discard()
+                if not got:
+                    break
+                n += got
+        return n
+
+    def close(self) -> None:
+        for sock, _ in self.socks:
+            sock.close()
+
+
+class UdpSpec:
+    """The sockets of one worker's shard; the supervisor keeps its own copies open, so
+    datagrams queue for a worker that is being restarted instead of being refused."""
+
+    kind = "udp"
+
+    def __init__(self, socks):
+        self.socks = socks  # [(socket, linktype)]
+
+    def keep_fds(self) -> list[int]:
+        return [sock.fileno() for sock, _ in self.socks]
+
+    def open(self) -> UdpSource:
+        return UdpSource(self.socks)
+
+
+class PcapSource:
+    """libpcap in non-blocking mode, read in ``next_batch`` buffers."""
+
+    ROUNDS = 64
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.linktype = handle.datalink()
+        # libpcap's read timeout does not fire on Linux TPACKET_V3 while no packet
+        # arrives, so the worker waits on the descriptor and we read without blocking
+        handle.setnonblock(1)
+
+    def fds(self) -> list[int]:
+        return [self.handle.getfd()]
+
+    def read(self, pipeline) -> int:
+        feed = pipeline.feed_batch
+        n = 0
+        for _ in range(self.ROUNDS):
+            buf, meta = self.handle.next_batch(1024)
+            if not meta:
+                break
+            feed(self.linktype, buf, meta)
+            n += len(meta) // 16
+        return n
+
+    def discard(self, seconds: float) -> int:
+        end = time.monotonic() + seconds
+        n = 0
+        while time.monotonic() < end:
+            _, meta = self.handle.next_batch(1024)
+            if not meta:
+                break
+            n += len(meta) // 16
+        return n
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+class PcapSpec:
+    kind = "pcap"
+
+    def __init__(self, interface: str, bpf: str, fanout_group: int | None):
+        self.interface = interface
+        self.bpf = bpf
+        self.fanout_group = fanout_group
+
+    def keep_fds(self) -> list[int]:
+        return []
+
+    def open(self) -> PcapSource:
+        return PcapSource(open_live(self.interface, self.bpf, self.fanout_group))
+

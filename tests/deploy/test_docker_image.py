@@ -250,8 +250,9 @@ def test_gcp_mode_captures_with_exactly_the_documented_capabilities(docker, imag
         name, volume = f"appliance-test-{tag}", f"appliance-test-state-{tag}"
         argv = as_test_run(doc, name=name, volume=volume, image=image, env=env, drop_caps={cap})
         cid = start(docker, argv, name, volume)
-        assert wait_exit(docker, cid) == 1
+        assert wait_exit(docker, cid) == 2  # a configuration problem, named before capturing
         err = docker("logs", cid).stderr.strip().splitlines()
         assert len(err) == 1 and "Traceback" not in err[0], err
-        assert err[0].startswith(f"appliance: error: cannot capture on {capture_if}: "), err
+        assert err[0].startswith(f"appliance: error: capturing on {capture_if} needs CAP_{cap}"), err
+        assert f"--cap-add {cap}" in err[0], err
         assert f"CAP_{cap}" in err[0], err

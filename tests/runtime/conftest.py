@@ -12,6 +12,7 @@ import urllib.request
 import pytest
 
 from appliance.broker import LocalBroker, free_port
+from rt_helpers import children, wait_gone
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -77,10 +78,34 @@ class Appliance:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
 
+    def workers(self):
+        return children(self.proc.pid)
+
     def kill(self):
+        """kill -9 the supervisor and every worker (a crash, not a stop)."""
+        pids = self.workers()
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        wait_gone(pids, 10)
+
+    def cleanup(self):
+        pids = self.workers()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(40)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+        wait_gone(pids, 10)
+        if self.proc.stdout:
+            self.proc.stdout.close()
 
 
 @pytest.fixture
@@ -94,5 +119,5 @@ def appliance(tmp_path):
 
     yield start
     for a in started:
-        a.kill()
+        a.cleanup()
 

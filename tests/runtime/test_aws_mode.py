@@ -74,15 +74,6 @@ def test_no_broker_configured_is_one_line():
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_port_in_use_is_one_line(appliance, broker):
-    first = appliance(["--mode", "aws", "--kafka", broker.bootstrap, "--workers", "1"])
-    second = appliance(["--mode", "aws", "--kafka", broker.bootstrap, "--http", first.url[7:]],
-                       healthy=False)
-    code = second.proc.wait(30)
-    err = second.log.read_text()
-    assert code == 1 and "cannot serve HTTP" in err and "Traceback" not in err
-
-
 def test_sigterm_mid_traffic_loses_nothing(broker, appliance):
     from appliance import synth
 

@@ -200,7 +200,7 @@ def test_log_level_controls_output_and_secrets_never_appear(appliance):
         assert app.terminate() == 0
     assert quiet.log.read_text() == ""
     text = chatty.log.read_text()
-    assert "running: mode aws" in text and "Kafka unreachable" in text
+    assert "started: mode aws" in text and "Kafka unreachable" in text
     assert "pa55-secret" not in text
     assert '"path"' not in text and "/api/" not in text  # no pair content in the logs
 

@@ -32,22 +32,27 @@ def test_missing_or_garbage_map_means_unknown(tmp_path):
 
 def test_not_healthy_until_every_worker_captures():
     """/healthz stays 503 until each worker has reported with its capture open, so load
-    balancers send no mirrored traffic that would be missed or split across workers."""
+    balancers send no mirrored traffic that would be missed or split across workers; a
+    worker being restarted makes it "degraded"."""
+    import os
     import time
 
     from appliance.config import load_settings
-    from appliance.runtime.supervisor import Supervisor
-
-    class Alive:  # a stand-in for a running worker process: only is_alive() is asked
-        def is_alive(self):
-            return True
+    from appliance.runtime.supervisor import Slot, Supervisor
 
     sup = Supervisor(load_settings(env={}))
-    sup.procs = [Alive(), Alive()]
+    sup.slots = [Slot(0, None), Slot(1, None)]
+    for sl in sup.slots:
+        sl.pid = os.getpid()  # alive: no exit status yet
     assert sup.healthy() == (False, "starting")
+    sup.slots[0].ready = True
     sup.latest[0] = {"time": time.time()}
     assert sup.healthy() == (False, "starting")
+    sup.slots[1].ready = True
     sup.latest[1] = {"time": time.time()}
     assert sup.healthy() == (True, "ok")
     sup.latest[1]["time"] -= 10
     assert sup.healthy()[0] is False
+    sup.latest[1]["time"] += 10
+    sup.slots[1].exit, sup.slots[1].restarts = -9, 1
+    assert sup.healthy() == (False, "degraded: worker(s) [1] restarting")

@@ -5,7 +5,8 @@ from appliance import synth
 
 def connections(n, exchanges=3, client_net="10.60", server="10.70.0.10", t=1_700_000_000.0,
                 close=True, body=b""):
-    """n keep-alive connections; returns (frames sorted by time, expected set of pairs)."""
+    """n keep-alive connections; returns (frames sorted by time, expected set of pairs).
+    `body` (bytes, or a function of connection and exchange numbers) ends each response."""
     frames = []
     expected = set()
     for i in range(n):
@@ -14,7 +15,7 @@ def connections(n, exchanges=3, client_net="10.60", server="10.70.0.10", t=1_700
         c.handshake()
         for j in range(exchanges):
             path = f"/api/c{i}/r{j}"
-            payload = b'{"conn":%d,"req":%d}' % (i, j) + body
+            payload = b'{"conn":%d,"req":%d}' % (i, j) + (body(i, j) if callable(body) else body)
             c.exchange(synth.http_request("POST", path, b'{"q":%d}' % j,
                                           [("Content-Type", "application/json")]),
                        synth.http_response(200, payload, [("Content-Type", "application/json")]))
