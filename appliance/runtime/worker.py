@@ -134,9 +134,8 @@ class Worker:
         self.errors_logged: set[str] = set()
         idle = rss_bytes()
         self.guard = MemoryGuard(allowance, idle)
-        if self.guard.budget:
-            self.pipeline.cfg.buffer_limit = min(self.pipeline.cfg.buffer_limit,
-                                                 max(1 << 20, self.guard.budget))
+        if self.guard.budget:  # the core's byte budget within the worker's allowance
+            self.pipeline = Pipeline(pipeline_config(settings, self.guard.budget))
         self.idle = idle
         self.emitted = 0
         self.started = time.time()
