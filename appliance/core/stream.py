@@ -39,6 +39,17 @@ from typing import Protocol
 UNKNOWN = -1  # gap length: an unknown number of bytes came before offset 0
 
 
+def _probe() -> None:
+    pass
+
+
+# True when this module runs compiled (setup.py builds the core with Cython from these
+# same files; appliance.core loads either every module compiled or none).  Memory
+# accounting constants differ per build: compiled code boxes C values into new objects
+# where Python code shares the ones it was given.
+COMPILED = type(_probe).__name__ != "function"
+
+
 class Acct:
     """Bytes held on behalf of one connection, shared by its stream assembly and its
     session so that the connection's footprint is one number (``n``), kept up to date

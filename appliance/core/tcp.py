@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 
-from appliance.core.stream import UNKNOWN, Acct, StreamConsumer
+from appliance.core.stream import COMPILED, UNKNOWN, Acct, StreamConsumer
 
 MASK = 0xFFFFFFFF
 HALF = 0x80000000
@@ -46,8 +46,9 @@ RST = 0x04
 ACK = 0x10
 
 # what one held segment costs beside its payload: the tuple, the bytes object header and
-# the list slots (measured; see tests/test_accounting.py)
-SEGMENT_OVERHEAD = 160
+# the list slots; compiled, also the float and int boxed for its timestamp and ACK
+# (measured; see tests/test_accounting.py)
+SEGMENT_OVERHEAD = 208 if COMPILED else 160
 
 
 class TcpConfig:

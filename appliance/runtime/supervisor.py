@@ -21,6 +21,7 @@ import socket
 import time
 from collections import deque
 
+import appliance.core as core
 from appliance import __version__
 from appliance.runtime.worker import UDP_LINKTYPES, rss_bytes, worker_main
 
@@ -157,6 +158,8 @@ class Supervisor:
         serve_in_thread(self.server)
         log.info("appliance %s running: mode %s, %d workers, http %s", __version__, s.mode,
                  len(self.procs), s.http)
+        if core.CORE == "python" and not core.REASON.startswith("APPLIANCE_CORE"):
+            log.warning("running the pure-Python core, several times slower: %s", core.REASON)
 
     # -- run ------------------------------------------------------------------------------
     def run(self) -> int:
@@ -313,7 +316,7 @@ class Supervisor:
         elif states:
             kafka["state"] = states[0]
         return {
-            "version": __version__, "mode": s.mode, "hostname": socket.gethostname(),
+            "version": __version__, "core": core.CORE, "mode": s.mode, "hostname": socket.gethostname(),
             "started_at": self.started, "now": now, "uptime_s": now - self.started,
             "workers": len(self.procs), "totals": self.totals(), "rates": dict(self.rates),
             "sessions": sessions,
