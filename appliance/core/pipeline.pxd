@@ -23,6 +23,9 @@ cdef class Pipeline:
     @cython.locals(nbytes=i64, count=Py_ssize_t, i=Py_ssize_t, off=Py_ssize_t,
                    cap=Py_ssize_t, ts=double, next_sweep=double, r=tuple)
     cpdef feed_batch(self, long linktype, bytes buf, object meta)
+    @cython.locals(view=object, count=Py_ssize_t, i=Py_ssize_t, n=Py_ssize_t, off=Py_ssize_t,
+                   nbytes=i64, next_sweep=double, r=tuple)
+    cpdef feed_datagrams(self, double ts, long linktype, object buf, Py_ssize_t size, object lens)
     @cython.locals(vs=list)
     cpdef _tcp(self, double ts, tuple r, Py_ssize_t wire_len)
     cpdef sweep(self, double now)
