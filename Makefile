@@ -5,7 +5,18 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test lint bench clean bpf
+.PHONY: run test lint bench clean bpf build
+
+# The compiled core (setup.py): Cython builds these modules; `make build` rebuilds what
+# changed. Without a C compiler the pure-Python core runs, and the build says so.
+CORE_SRC := $(wildcard appliance/core/*.py appliance/core/*.pxd appliance/core/http/*.py \
+                       appliance/core/http/*.pxd) appliance/format/record.py setup.py
+# the core's tests, run a second time on the pure-Python core (the reference build)
+CORE_TESTS := tests/test_tcp.py tests/test_http.py tests/test_core_regressions.py \
+              tests/test_metamorphic.py tests/test_not_http.py tests/test_h11_differential.py \
+              tests/test_accounting.py tests/test_robustness.py tests/test_corpus.py \
+              tests/test_bodies_record.py tests/test_filters.py tests/test_decode.py \
+              tests/test_compiled_core.py
 
 # eBPF collector objects: CO-RE, compiled ahead of time against the committed type header
 # (no kernel headers). Needs clang, llvm and libbpf-dev (scripts/system-deps.sh).
@@ -14,7 +25,7 @@ BPF_OBJ  := $(BPF_DIR)/collector.bpf.o
 BPF_ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 BPF_CLANG ?= clang
 
-$(VENV)/.base: pyproject.toml
+$(VENV)/.base: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[broker]'
@@ -24,14 +35,24 @@ $(VENV)/.full: pyproject.toml $(VENV)/.base
 	$(PY) -m pip install -q -e '.[all,test]'
 	touch $@
 
-run: $(VENV)/.base
+build: $(VENV)/.core
+
+$(VENV)/.core: $(VENV)/.base $(CORE_SRC)
+	$(PY) -m pip install -q 'Cython>=3.1,<4' 'setuptools>=77,<81' wheel
+	$(PY) setup.py -q build_ext --inplace
+	@$(PY) -c 'import appliance.core as c; print("appliance", c.describe())'
+	touch $@
+
+run: $(VENV)/.core
 	$(PY) -m appliance demo
 
 test: $(VENV)/.full
 	bash scripts/system-deps.sh
+	$(MAKE) build
 	$(MAKE) lint
 	$(MAKE) bpf
 	$(PY) -m pytest -q
+	$(PY) -m pytest -q --core=python $(CORE_TESTS)
 
 # ruff and mypy, configured in pyproject.toml ([tool.ruff], [tool.mypy])
 lint: $(VENV)/.full
@@ -45,8 +66,11 @@ $(BPF_OBJ): $(BPF_DIR)/collector.bpf.c $(BPF_DIR)/collector.h $(BPF_DIR)/vmlinux
 	llvm-strip -g $@.tmp   # DWARF only: the .BTF/.BTF.ext sections CO-RE needs stay
 	mv $@.tmp $@
 
-bench: $(VENV)/.base
+bench: $(VENV)/.core
 	$(PY) bench/replay_bench.py
+	$(PY) bench/live_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info $(BPF_DIR)/*.bpf.o
+	find appliance -name '*.so' -delete
+	rm -f $(patsubst %.py,%.c,$(filter %.py,$(CORE_SRC)))

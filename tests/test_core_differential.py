@@ -164,3 +164,13 @@ def test_the_two_cores_really_are_two_builds(cores):
     assert pure["appliance.core.tcp"].COMPILED is False
     assert pure["appliance.core.pipeline"].__file__.endswith(".py")
     assert not compiled["appliance.core.pipeline"].__file__.endswith(".py")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=40).map(lambda b: b.translate(bytes.maketrans(b"abcdefgh", b"\r\n\r\n\r\nxy"))),
+       st.integers(0, 45))
+def test_the_head_end_search_agrees_with_its_regex(data, start):
+    from appliance.core.http import parser
+
+    m = parser._HEAD_END.search(data, start)
+    assert parser._head_end(data, start) == (m.end() if m is not None else -1)

@@ -21,10 +21,10 @@ cdef class Pipeline:
     @cython.locals(r=tuple)
     cpdef feed(self, double ts, long linktype, bytes frame)
     @cython.locals(nbytes=i64, count=Py_ssize_t, i=Py_ssize_t, off=Py_ssize_t,
-                   cap=Py_ssize_t, ts=double, next_sweep=double, r=tuple)
+                   cap=Py_ssize_t, ts=double, next_sweep=double, r=tuple, decoder=Decoder)
     cpdef feed_batch(self, long linktype, bytes buf, object meta)
     @cython.locals(view=object, count=Py_ssize_t, i=Py_ssize_t, n=Py_ssize_t, off=Py_ssize_t,
-                   nbytes=i64, next_sweep=double, r=tuple)
+                   nbytes=i64, next_sweep=double, r=tuple, decoder=Decoder)
     cpdef feed_datagrams(self, double ts, long linktype, object buf, Py_ssize_t size, object lens)
     @cython.locals(vs=list)
     cpdef _tcp(self, double ts, tuple r, Py_ssize_t wire_len)

@@ -89,8 +89,7 @@ class Pipeline:
         """Frames in pcapy-ng ``next_batch`` layout: ``meta`` holds native uint32
         (sec, usec, offset, caplen) per frame, slicing ``buf``."""
         m = memoryview(meta).cast("I")
-        decode = self.decoder.decode
-        tcp = self._tcp
+        decoder = self.decoder
         nbytes = 0
         count = len(m) // 4
         next_sweep = self.next_sweep
@@ -99,9 +98,9 @@ class Pipeline:
             cap = m[i + 3]
             ts = m[i] + m[i + 1] * 1e-6
             nbytes += cap
-            r = decode(ts, linktype, buf[off:off + cap])
+            r = decoder.decode(ts, linktype, buf[off:off + cap])
             if r is not None:
-                tcp(ts, r, cap)
+                self._tcp(ts, r, cap)
             if ts >= next_sweep:
                 self.sweep(ts)
                 next_sweep = self.next_sweep
@@ -117,8 +116,7 @@ class Pipeline:
         this call.  Each datagram is copied once, out of a buffer the next receive reuses
         (its payload outlives it: held segments, bodies)."""
         view = memoryview(buf).cast("B")
-        decode = self.decoder.decode
-        tcp = self._tcp
+        decoder = self.decoder
         count = len(lens)
         nbytes = 0
         next_sweep = self.next_sweep
@@ -126,9 +124,9 @@ class Pipeline:
             n = lens[i]
             off = i * size
             nbytes += n
-            r = decode(ts, linktype, bytes(view[off:off + n]))
+            r = decoder.decode(ts, linktype, bytes(view[off:off + n]))
             if r is not None:
-                tcp(ts, r, n)
+                self._tcp(ts, r, n)
             if ts >= next_sweep:
                 self.sweep(ts)
                 next_sweep = self.next_sweep

@@ -8,6 +8,10 @@ from appliance.core.stream cimport Acct
 ctypedef unsigned long long u64
 
 
+@cython.locals(a=Py_ssize_t, b=Py_ssize_t)
+cpdef Py_ssize_t _head_end(object data, Py_ssize_t start)
+
+
 cdef class ParserConfig:
     cdef public long long max_body, max_head
     cdef public long max_headers

@@ -73,7 +73,24 @@ MAX_DEFER = 256 * 1024  # bytes a direction may hold while waiting for the other
 # lost bytes between messages at least this long must have held the start of one
 MIN_MESSAGE = 16
 
-_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_HEAD_END = re.compile(rb"\r?\n\r?\n")  # the end of a head; _head_end finds it faster
+
+
+def _head_end(data: bytes, start: int) -> int:
+    """The offset after the first match of ``_HEAD_END`` in ``data[start:]``, or -1.
+
+    Two ``bytes.find`` calls (memchr speed) instead of the regex, which has no literal
+    prefix to skip ahead with and so tries a match at every byte of a long head.  Every
+    match is anchored on its first LF (the optional CR before it does not move its end),
+    so the earliest LF followed by LF or CR LF ends the same match the regex finds."""
+    a = data.find(b"\n\n", start)
+    b = data.find(b"\n\r\n", start, a + 1 if a >= 0 else len(data))
+    if b >= 0:
+        return b + 3
+    if a >= 0:
+        return a + 2
+    return -1
+
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _DIGITS = re.compile(r"[0-9]{1,18}")
@@ -202,7 +219,7 @@ class HttpParser:
         if buf:
             self.marks.append((off, ts, ack))
             if state == IDLE and self.searched and len(buf) + n <= self.cfg.max_head \
-                    and _HEAD_END.search(buf[-3:] + data) is None:
+                    and _head_end(buf[-3:] + data, 0) < 0:
                 # still inside a head whose start line is known: append without joining
                 # and re-searching (a big head in small segments stays linear)
                 if type(buf) is bytes:
@@ -470,10 +487,10 @@ class HttpParser:
         start = i
         if p == 0 and self.searched > 3:
             start = max(i, self.searched - 3)  # never search the same bytes twice
-        m = _HEAD_END.search(data, start)
-        if m is not None:
+        end = _head_end(data, start)
+        if end >= 0:
             self.searched = 0
-            return m.end()
+            return end
         if len(data) - p > self.cfg.max_head:
             self.searched = 0
             return -3

@@ -469,6 +469,11 @@ class HttpSession:
             req.note("midstream")
         notes = req.notes
         pair = Pair(req, resp, list(notes) if notes else None)
+        # the pairing bookkeeping ends here: unlinked, request and response form no
+        # reference cycle, so they are freed as soon as the pair is, not by the cyclic GC
+        req.peer = None
+        if resp is not None:
+            resp.peer = None
         self.acct.n -= pair.mem()
         stats = self.stats
         if resp is None:
