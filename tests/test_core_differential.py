@@ -174,3 +174,46 @@ def test_the_head_end_search_agrees_with_its_regex(data, start):
 
     m = parser._HEAD_END.search(data, start)
     assert parser._head_end(data, start) == (m.end() if m is not None else -1)
+
+
+# field lines built from the characters that decide how a head is parsed
+_field_chars = st.sampled_from([b"a", b"B", b"-", b":", b" ", b"\t", b"\r", b"\n", b"\r\n", b"x",
+                                b"\xa0", b"\x85", b"\x0b", b"(", b"0", b"Content-Length",
+                                b"Transfer-Encoding", b"chunked", b"Upgrade", b"5"])
+_field_line = st.one_of(
+    st.tuples(st.sampled_from([b"Host", b"X-A", b"Content-Length", b"Transfer-Encoding",
+                               b"Content-Encoding", b"Upgrade", b"X\xa0", b"Bad Name", b""]),
+              st.sampled_from([b": ", b":", b":  ", b": \t", b" : ", b"\t:"]),
+              st.lists(_field_chars, max_size=6).map(b"".join),
+              st.sampled_from([b"\r\n", b"\n", b" \r\n", b"\t\r\n"])).map(b"".join),
+    st.lists(_field_chars, max_size=8).map(b"".join).map(lambda b: b + b"\r\n"))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(request_fields=st.lists(_field_line, max_size=8), response_fields=st.lists(_field_line, max_size=8),
+       body=st.sampled_from([b"", b"hello", b"5\r\nhello\r\n0\r\n\r\n"]),
+       max_headers=st.sampled_from((3, 256)))
+def test_both_cores_parse_any_head_alike(cores, request_fields, response_fields, body, max_headers):
+    c = synth.Conversation()
+    c.handshake()
+    c.send(True, b"POST /x HTTP/1.1\r\n" + b"".join(request_fields) + b"\r\n" + body)
+    c.send(False, b"HTTP/1.1 200 OK\r\n" + b"".join(response_fields) + b"\r\n" + body)
+    c.close()
+    got = []
+    for mods in cores:
+        pipeline_mod = mods["appliance.core.pipeline"]
+        parser_mod = mods["appliance.core.http.parser"]
+        p = pipeline_mod.Pipeline()
+        pc = parser_mod.ParserConfig(max_headers=max_headers)
+        p.table.session_cfg.parser = pc
+        heads = []
+        for ts, f in c.frames:
+            p.feed(ts, 1, f)
+        p.close()
+        for pair in p.take():
+            for m in (pair.request, pair.response):
+                if m is not None:
+                    heads.append((m.headers, m.flags, m.te, m.encoding, m.upgrade, m.mem,
+                                  m.body(), m.status, m.method, m.target))
+        got.append((heads, p.stats()))
+    assert got[0] == got[1]

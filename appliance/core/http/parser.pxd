@@ -12,6 +12,12 @@ ctypedef unsigned long long u64
 cpdef Py_ssize_t _head_end(object data, Py_ssize_t start)
 
 
+cdef bytes _TCHAR
+
+@cython.locals(q=Py_ssize_t, v=Py_ssize_t, name_end=Py_ssize_t, c=int, out=list)
+cpdef list _plain_fields(bytes data, Py_ssize_t p, Py_ssize_t end, Py_ssize_t cap)
+
+
 cdef class ParserConfig:
     cdef public long long max_body, max_head
     cdef public long max_headers
@@ -79,8 +85,11 @@ cdef class HttpParser:
     @cython.locals(i=Py_ssize_t)
     cpdef Py_ssize_t _head_skip(self, bytes data, Py_ssize_t p)
     cpdef Py_ssize_t _head_done(self, Message msg, long long end_off, Py_ssize_t end=*)
+    cpdef _head_fields(self, Message msg, bytes data, Py_ssize_t start, Py_ssize_t end)
     @cython.locals(plain=bint, i=Py_ssize_t)
     cpdef _field_block(self, Message msg, str block)
+    @cython.locals(nl=Py_ssize_t)
+    cpdef _framing_fields(self, Message msg)
     @cython.locals(mem=i64, nl=Py_ssize_t, cap=long)
     cpdef _fields(self, Message msg, list lines)
     @cython.locals(chunked=bint, odd=bint, last=Py_ssize_t, k=Py_ssize_t)

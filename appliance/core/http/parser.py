@@ -41,7 +41,7 @@ import re
 from typing import Protocol
 
 from appliance.core.pair import HEADER_OVERHEAD, PART_OVERHEAD, Message
-from appliance.core.stream import UNKNOWN, Acct
+from appliance.core.stream import COMPILED, UNKNOWN, Acct
 
 # roles
 REQUEST = 1
@@ -90,6 +90,56 @@ def _head_end(data: bytes, start: int) -> int:
     if a >= 0:
         return a + 2
     return -1
+
+
+# RFC 9110 token characters (the same set as _TOKEN), as a table indexed by byte
+_TCHAR = bytes(1 if chr(c) in "!#$%&'*+.^_`|~-" or (c < 128 and chr(c).isalnum()) else 0
+               for c in range(256))
+
+
+def _plain_fields(data: bytes, p: int, end: int, cap: int) -> list[tuple[str, str]] | None:
+    """The fields of the head block ``data[p:end]`` (field lines, then the empty line) if
+    it has the shape ``HttpParser._field_block`` calls plain — every line a token name,
+    ``": "``, a value with no whitespace at its ends and no ``":  "`` or ``": \t"`` in
+    it, CRLF — and at most ``cap`` of them; else None (``_field_block`` decides).
+
+    The compiled core's fast path: one pass over the bytes, a string made only for each
+    name and value.  Written as a byte loop, which compiles to C (see parser.pxd) but
+    would be slow in Python, so the pure-Python build does not call it; both builds give
+    the same fields (tests/test_core_differential.py)."""
+    out: list[tuple[str, str]] = []
+    while True:
+        if p + 1 < end and data[p] == 13 and data[p + 1] == 10:  # the empty line
+            return out if p + 2 == end else None
+        q = p
+        while q < end and _TCHAR[data[q]]:
+            q += 1
+        if q == p or q + 2 >= end or data[q] != 58 or data[q + 1] != 32:
+            return None
+        name_end = q
+        q += 2
+        v = q
+        c = data[q]
+        if c == 32 or c == 9:
+            return None
+        while q < end:
+            c = data[q]
+            if c == 13 or c == 10:
+                break
+            if c == 58 and q + 2 < end and data[q + 1] == 32 and (data[q + 2] == 32
+                                                                 or data[q + 2] == 9):
+                return None
+            q += 1
+        if q == v or q + 1 >= end or data[q] != 13 or data[q + 1] != 10:
+            return None
+        c = data[q - 1]
+        if c == 32 or c == 9:
+            return None
+        if len(out) >= cap:
+            return None
+        out.append((data[p:name_end].decode("latin-1"), data[v:q].decode("latin-1")))
+        p = q + 2
+
 
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
@@ -548,7 +598,7 @@ class HttpParser:
         if end == -3:
             self._take(msg)
             return self._enter_head_big(msg, data, i)
-        self._field_block(msg, data[i + 1:end].decode("latin-1"))
+        self._head_fields(msg, data, i + 1, end)
         if self.closing and end >= len(data) - 1:
             msg.flag("incomplete")  # the head was cut by the end of the stream
         self._take(msg)
@@ -615,7 +665,7 @@ class HttpParser:
         if end == -3:
             self._take(msg)
             return self._enter_head_big(msg, data, i)
-        self._field_block(msg, data[i + 1:end].decode("latin-1"))
+        self._head_fields(msg, data, i + 1, end)
         if self.closing and end >= len(data) - 1:
             msg.flag("incomplete")
         req = self.hooks.response_head(self, msg, self.forcing or self.closing)
@@ -726,6 +776,17 @@ class HttpParser:
             return self._response_framing(msg, req, end_off, end)
         return self._request_framing(msg, end_off, end)
 
+    def _head_fields(self, msg: Message, data: bytes, start: int, end: int) -> None:
+        """The field lines ``data[start:end]`` of a whole head (ending with the empty line)."""
+        if COMPILED:
+            fields = _plain_fields(data, start, end, self.cfg.max_headers)
+            if fields is not None:
+                msg.headers = fields
+                msg.mem += end - start + HEADER_OVERHEAD * len(fields)
+                self._framing_fields(msg)
+                return
+        self._field_block(msg, data[start:end].decode("latin-1"))
+
     def _field_block(self, msg: Message, block: str) -> None:
         """The field lines of a whole head.  The common case — CRLF lines, each a token
         name, a colon and a value — is checked and split with a handful of C-level
@@ -759,29 +820,33 @@ class HttpParser:
         else:
             msg.headers = [(q[0], q[1].strip()) for q in parts]
         msg.mem += len(block) + HEADER_OVERHEAD * len(parts)
-        low = joined.lower()
-        if "content-" in low or "transfer-" in low or "upgrade" in low:
-            for i, lname in enumerate(low.split("\n")):
-                if lname in _FRAMING_NAMES:
-                    value = msg.headers[i][1]
-                    if lname == "content-length":
-                        if self.cl is None:
-                            self.cl = [value]
-                        else:
-                            self.cl.append(value)
-                    elif lname == "transfer-encoding":
-                        if self.te is None:
-                            self.te = [value]
-                        else:
-                            self.te.append(value)
-                    elif lname == "content-encoding":
-                        if self.ce is None:
-                            self.ce = [value]
-                        else:
-                            self.ce.append(value)
-                        msg.encoding = ",".join(self.ce)
+        self._framing_fields(msg)
+
+    def _framing_fields(self, msg: Message) -> None:
+        """Pick out the framing fields (Content-Length, Transfer-Encoding, Content-Encoding,
+        Upgrade) of a head whose fields are all well-formed."""
+        for name, value in msg.headers:
+            nl = len(name)
+            if nl == 14 or nl == 17 or nl == 16 or nl == 7:
+                lname = name.lower()
+                if lname == "content-length":
+                    if self.cl is None:
+                        self.cl = [value]
                     else:
-                        msg.upgrade = True
+                        self.cl.append(value)
+                elif lname == "transfer-encoding":
+                    if self.te is None:
+                        self.te = [value]
+                    else:
+                        self.te.append(value)
+                elif lname == "content-encoding":
+                    if self.ce is None:
+                        self.ce = [value]
+                    else:
+                        self.ce.append(value)
+                    msg.encoding = ",".join(self.ce)
+                elif lname == "upgrade":
+                    msg.upgrade = True
 
     def _fields(self, msg: Message, lines: list[str]) -> None:
         """Parse header field lines once: keep them in wire order and pick out the framing
