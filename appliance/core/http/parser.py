@@ -76,7 +76,7 @@ MIN_MESSAGE = 16
 _HEAD_END = re.compile(rb"\r?\n\r?\n")  # the end of a head; _head_end finds it faster
 
 
-def _head_end(data: bytes, start: int) -> int:
+def _head_end(data: bytes | bytearray, start: int) -> int:
     """The offset after the first match of ``_HEAD_END`` in ``data[start:]``, or -1.
 
     Two ``bytes.find`` calls (memchr speed) instead of the regex, which has no literal
