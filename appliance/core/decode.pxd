@@ -1,8 +1,8 @@
 # C types for decode.py when compiled (setup.py); decode.py is the reference.
 cimport cython
 
-@cython.locals(end=Py_ssize_t, doff=Py_ssize_t, n=Py_ssize_t, offflags=long)
-cpdef object _fast_ether_tcp(bytes buf, Py_ssize_t o, long long vni)
+@cython.locals(end=Py_ssize_t, doff=Py_ssize_t, t=Py_ssize_t)
+cpdef object _fast_ether_tcp(bytes buf, Py_ssize_t o, long long vni, Py_ssize_t last)
 
 
 cdef class FragmentCache:
@@ -23,8 +23,11 @@ cdef class Decoder:
     cdef public FragmentCache frags
 
     cpdef _count(self, str reason)
-    @cython.locals(n=Py_ssize_t)
     cpdef object decode(self, double ts, long linktype, bytes buf)
+    cpdef object decode_at(self, double ts, long linktype, bytes buf, Py_ssize_t start,
+                           Py_ssize_t last)
+    cpdef object _fast(self, long linktype, bytes buf, Py_ssize_t o, Py_ssize_t last)
+    cpdef object _general(self, double ts, long linktype, bytes buf)
     cpdef object _bad(self, str reason)
     cpdef object _ether(self, double ts, bytes buf, Py_ssize_t off, long long vni, int depth)
     @cython.locals(etype=long, proto=long, nib=int)

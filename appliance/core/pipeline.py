@@ -98,7 +98,7 @@ class Pipeline:
             cap = m[i + 3]
             ts = m[i] + m[i + 1] * 1e-6
             nbytes += cap
-            r = decoder.decode(ts, linktype, buf[off:off + cap])
+            r = decoder.decode_at(ts, linktype, buf, off, off + cap)
             if r is not None:
                 self._tcp(ts, r, cap)
             if ts >= next_sweep:

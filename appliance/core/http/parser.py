@@ -83,12 +83,12 @@ def _head_end(data: bytes | bytearray, start: int) -> int:
     prefix to skip ahead with and so tries a match at every byte of a long head.  Every
     match is anchored on its first LF (the optional CR before it does not move its end),
     so the earliest LF followed by LF or CR LF ends the same match the regex finds."""
-    a = data.find(b"\n\n", start)
-    b = data.find(b"\n\r\n", start, a + 1 if a >= 0 else len(data))
-    if b >= 0:
-        return b + 3
+    b = data.find(b"\n\r\n", start)  # the usual end (CRLF CRLF), then a bare LF LF before it
+    a = data.find(b"\n\n", start, b + 1 if b >= 0 else len(data))
     if a >= 0:
         return a + 2
+    if b >= 0:
+        return b + 3
     return -1
 
 
