@@ -20,6 +20,7 @@ says why, for ``appliance --version``, ``/status`` and the start-up line.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import importlib.abc
 import importlib.machinery
@@ -121,6 +122,17 @@ def _select() -> tuple[str, str]:
 CORE, REASON = _select()
 if CORE == "python":
     sys.meta_path.insert(0, _SourceFinder())
+
+
+def tune_gc() -> None:
+    """Run the cyclic garbage collector about a hundred times less often than CPython's
+    default (every 700 container allocations), for a process whose main work is the core.
+
+    The core makes and frees several container objects per packet; its pairs and closed
+    connections form no reference cycles (they are freed by reference counting), so the
+    collector's frequent passes find nothing but cost about a tenth of the CPU time.
+    Called by the processes that run the core (worker, replay), not on import."""
+    gc.set_threshold(100_000, 20, 10)
 
 
 def describe() -> str:

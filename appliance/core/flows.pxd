@@ -22,6 +22,7 @@ cdef class Flow:
     @cython.locals(first=int, client=int)
     cpdef close(self, double ts)
     cpdef bint done(self)
+    cpdef release(self)
 
 
 cdef class FlowTable:

@@ -16,6 +16,7 @@ import signal
 import socket
 import time
 
+from appliance.core import tune_gc
 from appliance.core.decode import LINKTYPE_GENEVE_PAYLOAD, LINKTYPE_VXLAN_PAYLOAD
 from appliance.core.pipeline import Pipeline, PipelineConfig
 from appliance.format.record import Formatter
@@ -78,6 +79,7 @@ class Worker:
         self.stop = stop  # multiprocessing.Event
         self.shed = shed  # multiprocessing.Value('i'): 1 = shed load now
         self.report = report  # multiprocessing queue towards the supervisor
+        tune_gc()  # this process runs the core: the cyclic GC need not run so often
         self.pipeline = Pipeline(pipeline_config(settings))
         self.formatter = formatter(settings)
         self.sink = make_sink(settings, worker_id, jsonl)

@@ -43,6 +43,7 @@ cdef class HttpSession:
     cpdef eof(self, int direction)
     cpdef close(self)
     cpdef long long buffered(self)
+    cpdef detach(self)
     cpdef bint start_line(self, HttpParser p, int kind, long long offset)
     cpdef _tentative(self, int confirm)
     cpdef bint request_head(self, HttpParser p, Message msg)

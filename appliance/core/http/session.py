@@ -53,10 +53,10 @@ however long it pipelines (a one-sided capture, a flood).
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable
+from typing import Callable, cast
 
 from appliance.core.http.parser import (
-    LINE_SIMPLE, LINE_STATUS, REQUEST, RESPONSE, WAIT, WAIT_FOR_REQUEST, HttpParser,
+    LINE_SIMPLE, LINE_STATUS, REQUEST, RESPONSE, WAIT, WAIT_FOR_REQUEST, Hooks, HttpParser,
     ParserConfig,
 )
 from appliance.core.pair import Message, Pair
@@ -106,6 +106,10 @@ class HttpStats:
     @property
     def orphan_responses(self) -> int:
         return sum(self.orphans.values())
+
+
+def _discard(pair: Pair) -> None:
+    """The ``emit`` of a detached session (it has nothing left to emit)."""
 
 
 def _count(counts: dict[str, int], reason: str) -> None:
@@ -207,6 +211,14 @@ class HttpSession:
 
     def buffered(self) -> int:
         return self.acct.n
+
+    def detach(self) -> None:
+        """After ``close``: drop the references that form cycles (the parsers point back
+        at their session, the owner's ``emit`` at the owner), so the session is freed
+        by reference counting.  Nothing may be fed to it afterwards."""
+        self.emit = _discard
+        for p in self.parsers:
+            p.hooks = cast(Hooks, None)
 
     # -- parser hooks -------------------------------------------------------------------------
     def start_line(self, p: HttpParser, kind: int, offset: int) -> bool:
