@@ -49,26 +49,36 @@ DIRECTIVES = {
 
 def _warn(reason: str) -> None:
     print(f"mirror-appliance: warning: compiled core not built ({reason}); "
-          "installing the pure-Python core, about 5x slower (install gcc and the Python "
-          "headers, then reinstall)", file=sys.stderr)
+          "installing the pure-Python core, about half as fast (install gcc and the "
+          "Python headers, then reinstall)", file=sys.stderr)
 
 
 class OptionalBuildExt(build_ext):
-    """Build the compiled core if the machine can; never fail the install over it."""
+    """Build the compiled core if the machine can; never fail the install over it.  The
+    first failure says why in one line and stops the rest (appliance.core uses the
+    compiled modules only when every one of them is built)."""
+
+    failed = False
 
     def run(self) -> None:
         try:
             super().run()
         except Exception as exc:  # no compiler, no headers: the pure-Python core remains
-            _warn(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            self._fail(exc)
 
     def build_extension(self, ext) -> None:  # type: ignore[no-untyped-def]
+        if self.failed:
+            return
         try:
             super().build_extension(ext)
         except Exception as exc:
-            # (a partial build is never used: appliance.core loads the compiled modules only
-            # when every one of them is there)
-            _warn(f"{ext.name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            self._fail(exc)
+
+    def _fail(self, exc: Exception) -> None:
+        if not self.failed:
+            self.failed = True
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            _warn(f"{type(exc).__name__}: {first}")
 
 
 def extensions() -> list:  # type: ignore[type-arg]
