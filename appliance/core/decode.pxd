@@ -1,6 +1,13 @@
 # C types for decode.py when compiled (setup.py); decode.py is the reference.
 cimport cython
 
+# module constants that are C values when compiled (those no other module imports)
+cdef long LINKTYPE_NULL, LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_RAW_ALT12, LINKTYPE_RAW_ALT14
+cdef long LINKTYPE_LOOP, LINKTYPE_LINUX_SLL, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_LINUX_SLL2
+cdef long ETH_IPV4, ETH_IPV6, ETH_VLAN, ETH_QINQ, ETH_QINQ_OLD, ETH_MPLS_UC, ETH_MPLS_MC, ETH_TEB
+cdef long ETH_PPPOE_SESSION, PPP_IPV4, PPP_IPV6, PROTO_TCP, PROTO_UDP, PROTO_IPIP, PROTO_IPV6
+cdef long TEREDO_PORT, MAX_TUNNEL_DEPTH, _IPV6_FRAGMENT, _IPV6_AH, _IPV6_NONE
+
 @cython.locals(end=Py_ssize_t, doff=Py_ssize_t, t=Py_ssize_t)
 cpdef object _fast_ether_tcp(bytes buf, Py_ssize_t o, long long vni, Py_ssize_t last)
 

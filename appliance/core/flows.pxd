@@ -2,6 +2,8 @@
 cimport cython
 
 ctypedef long long i64
+
+cdef long long LATE_SYN_WINDOW
 from appliance.core.http.session cimport HttpSession, HttpStats, SessionConfig
 from appliance.core.pair cimport Pair
 from appliance.core.stream cimport Acct

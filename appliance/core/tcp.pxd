@@ -2,6 +2,10 @@
 cimport cython
 
 ctypedef long long i64
+
+# module constants that are C values when compiled (MASK stays a Python name: other
+# modules import it; _MASK is its C twin)
+cdef long long HALF, WRAP, _MASK, SEGMENT_OVERHEAD
 from appliance.core.stream cimport Acct
 
 

@@ -7,6 +7,12 @@ from appliance.core.stream cimport Acct
 
 ctypedef unsigned long long u64
 
+# module constants that are C values when compiled (the states the session does not
+# import, the limits)
+cdef int IDLE, BODY_LEN, CHUNK_SIZE, CHUNK_DATA, CHUNK_CRLF, TRAILER, BODY_EOF, HEAD_BIG
+cdef int RESYNC, PAUSED, HEAD_SKIP, TUNNEL, DEAD, LINE_REQUEST, LINE_BAD
+cdef long long MAX_LINE, MAX_DEFER, MIN_MESSAGE
+
 
 @cython.locals(a=Py_ssize_t, b=Py_ssize_t)
 cpdef Py_ssize_t _head_end(object data, Py_ssize_t start)

@@ -4,6 +4,9 @@ from appliance.core.http.parser cimport HttpParser, ParserConfig
 from appliance.core.pair cimport Message, Pair
 from appliance.core.stream cimport Acct
 
+# the session states, C values when compiled
+cdef int DETECT, HTTP, TENTATIVE, NOT_HTTP
+
 
 cdef class SessionConfig:
     cdef public ParserConfig parser
