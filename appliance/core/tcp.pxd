@@ -6,7 +6,7 @@ ctypedef long long i64
 # module constants that are C values when compiled (MASK stays a Python name: other
 # modules import it; _MASK is its C twin)
 cdef long long HALF, WRAP, _MASK, SEGMENT_OVERHEAD
-from appliance.core.stream cimport Acct
+from appliance.core.stream cimport Acct, StreamConsumer
 
 
 cdef class TcpConfig:
@@ -22,7 +22,7 @@ cdef class TcpStats:
 
 cdef class TcpStream:
     cdef public int d
-    cdef public object consumer
+    cdef public StreamConsumer consumer
     cdef public TcpStats stats
     cdef public TcpConfig cfg
     cdef public Acct acct

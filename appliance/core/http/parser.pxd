@@ -3,7 +3,7 @@ cimport cython
 
 ctypedef long long i64
 from appliance.core.pair cimport Message
-from appliance.core.stream cimport Acct
+from appliance.core.stream cimport Acct, StreamConsumer
 
 ctypedef unsigned long long u64
 
@@ -24,6 +24,19 @@ cdef bytes _TCHAR
 cpdef list _plain_fields(bytes data, Py_ssize_t p, Py_ssize_t end, Py_ssize_t cap)
 
 
+cdef class HttpParser
+
+
+cdef class Hooks(StreamConsumer):
+    cpdef bint start_line(self, HttpParser p, int kind, long long offset)
+    cpdef bint request_head(self, HttpParser p, Message msg)
+    cpdef Message response_head(self, HttpParser p, Message msg, bint force)
+    cpdef bint simple_response(self, HttpParser p)
+    cpdef message_done(self, HttpParser p, Message msg)
+    cpdef framing_lost(self, HttpParser p, str reason)
+    cpdef progress(self, HttpParser p)
+
+
 cdef class ParserConfig:
     cdef public long long max_body, max_head
     cdef public long max_headers
@@ -32,7 +45,7 @@ cdef class ParserConfig:
 
 
 cdef class HttpParser:
-    cdef public object hooks
+    cdef public Hooks hooks
     cdef public int d
     cdef public ParserConfig cfg
     cdef public Acct acct

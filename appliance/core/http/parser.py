@@ -38,10 +38,9 @@ line start.  Nothing here recurses and nothing re-scans bytes it has searched.
 from __future__ import annotations
 
 import re
-from typing import Protocol
 
 from appliance.core.pair import HEADER_OVERHEAD, PART_OVERHEAD, Message
-from appliance.core.stream import COMPILED, UNKNOWN, Acct
+from appliance.core.stream import COMPILED, UNKNOWN, Acct, StreamConsumer
 
 # roles
 REQUEST = 1
@@ -173,22 +172,33 @@ def resync_patterns(methods: frozenset[str]) -> tuple[re.Pattern[bytes], re.Patt
     return req, resp
 
 
-class Hooks(Protocol):
-    """What a parser asks of its session."""
+class Hooks(StreamConsumer):
+    """What a parser asks of its session (the session is the stream consumer whose
+    parsers these are).  A base class rather than a Protocol so that the compiled build
+    calls these methods directly (parser.pxd)."""
 
-    def start_line(self, p: HttpParser, kind: int, offset: int) -> bool: ...
+    __slots__ = ()
 
-    def request_head(self, p: HttpParser, msg: Message) -> bool: ...
+    def start_line(self, p: HttpParser, kind: int, offset: int) -> bool:
+        raise NotImplementedError
 
-    def response_head(self, p: HttpParser, msg: Message, force: bool) -> Message | None: ...
+    def request_head(self, p: HttpParser, msg: Message) -> bool:
+        raise NotImplementedError
 
-    def simple_response(self, p: HttpParser) -> bool: ...
+    def response_head(self, p: HttpParser, msg: Message, force: bool) -> Message | None:
+        raise NotImplementedError
 
-    def message_done(self, p: HttpParser, msg: Message) -> None: ...
+    def simple_response(self, p: HttpParser) -> bool:
+        raise NotImplementedError
 
-    def framing_lost(self, p: HttpParser, reason: str) -> None: ...
+    def message_done(self, p: HttpParser, msg: Message) -> None:
+        raise NotImplementedError
 
-    def progress(self, p: HttpParser) -> None: ...
+    def framing_lost(self, p: HttpParser, reason: str) -> None:
+        raise NotImplementedError
+
+    def progress(self, p: HttpParser) -> None:
+        raise NotImplementedError
 
 
 # start-line kinds passed to Hooks.start_line

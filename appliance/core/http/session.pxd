@@ -1,6 +1,6 @@
 # C types for session.py when compiled (setup.py); session.py is the reference.
 cimport cython
-from appliance.core.http.parser cimport HttpParser, ParserConfig
+from appliance.core.http.parser cimport Hooks, HttpParser, ParserConfig
 from appliance.core.pair cimport Message, Pair
 from appliance.core.stream cimport Acct
 
@@ -21,7 +21,7 @@ cdef class HttpStats:
     cdef public long long connections_http
 
 
-cdef class HttpSession:
+cdef class HttpSession(Hooks):
     cdef public SessionConfig cfg
     cdef public HttpStats stats
     cdef public object emit

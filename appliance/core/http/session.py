@@ -116,7 +116,7 @@ def _count(counts: dict[str, int], reason: str) -> None:
     counts[reason] = counts.get(reason, 0) + 1
 
 
-class HttpSession:
+class HttpSession(Hooks):
     __slots__ = ("cfg", "stats", "emit", "acct", "parsers", "client", "state", "reqs", "a",
                  "client_desync", "server_zone", "server_skip", "last_ack", "midstream",
                  "held", "lone", "waiting", "switch", "forgotten", "eof_pending", "confirm")
