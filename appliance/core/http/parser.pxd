@@ -12,6 +12,7 @@ ctypedef unsigned long long u64
 cdef int IDLE, BODY_LEN, CHUNK_SIZE, CHUNK_DATA, CHUNK_CRLF, TRAILER, BODY_EOF, HEAD_BIG
 cdef int RESYNC, PAUSED, HEAD_SKIP, TUNNEL, DEAD, LINE_REQUEST, LINE_BAD
 cdef long long MAX_LINE, MAX_DEFER, MIN_MESSAGE
+cdef dict _VERSIONS
 
 
 @cython.locals(a=Py_ssize_t, b=Py_ssize_t)
@@ -41,6 +42,7 @@ cdef class ParserConfig:
     cdef public long long max_body, max_head
     cdef public long max_headers
     cdef public frozenset methods
+    cdef public dict method_names
     cdef public object at_req, at_resp, resync_req, resync_resp
 
 

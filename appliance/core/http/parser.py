@@ -145,6 +145,7 @@ _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _DIGITS = re.compile(r"[0-9]{1,18}")
 _VERSION = re.compile(rb"HTTP/[0-9]{0,2}(?:\.[0-9]{0,2})?")
 _STATUS = re.compile(rb"[0-9]{3}")
+_VERSIONS = {b"HTTP/1.1": "HTTP/1.1", b"HTTP/1.0": "HTTP/1.0"}  # the usual ones: _VERSION matches
 # field names, one per line: every one a token (no whitespace, no obs-fold)
 _TOKEN_LINES = re.compile(r"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+(?:\n[!#$%&'*+.^_`|~0-9A-Za-z-]+)*)?")
 _FRAMING_NAMES = frozenset(("content-length", "transfer-encoding", "content-encoding", "upgrade"))
@@ -209,8 +210,8 @@ LINE_BAD = 4  # anything else
 
 
 class ParserConfig:
-    __slots__ = ("max_body", "max_head", "max_headers", "methods", "at_req", "at_resp",
-                 "resync_req", "resync_resp")
+    __slots__ = ("max_body", "max_head", "max_headers", "methods", "method_names", "at_req",
+                 "at_resp", "resync_req", "resync_resp")
 
     def __init__(self, max_body: int = 1 << 20, max_head: int = 64 * 1024,
                  max_headers: int = 256, methods: tuple[str, ...] = DEFAULT_METHODS) -> None:
@@ -218,6 +219,7 @@ class ParserConfig:
         self.max_head = max_head
         self.max_headers = max_headers
         self.methods = frozenset(m.upper() for m in methods)
+        self.method_names = {m.encode("ascii"): m for m in self.methods}  # known: tokens
         self.at_req, self.at_resp = resync_patterns(self.methods)
         # the same, anywhere at a line start
         self.resync_req = re.compile(b"(?m)^" + self.at_req.pattern)
@@ -561,7 +563,11 @@ class HttpParser:
         parts = line.split()
         np = len(parts)
         kind = LINE_BAD
-        if np >= 2 and _TOKEN.fullmatch(parts[0]) is not None \
+        method = self.cfg.method_names.get(parts[0]) if np >= 2 else None
+        version = _VERSIONS.get(parts[-1]) if np >= 2 else None
+        if method is not None and version is not None:
+            kind = LINE_REQUEST  # the usual line, known without the regexes
+        elif np >= 2 and _TOKEN.fullmatch(parts[0]) is not None \
                 and (self.accepted or parts[0].decode("ascii") in self.cfg.methods):
             if _VERSION.fullmatch(parts[-1]) is not None:
                 kind = LINE_REQUEST  # "GET HTTP/1.1" has no target: still a request line
@@ -582,7 +588,7 @@ class HttpParser:
             if b":" not in follow:
                 ts, ack = self._at(base + p)
                 msg = Message(base + p, ts, ack)
-                msg.method = parts[0].decode("ascii")
+                msg.method = method if method is not None else parts[0].decode("ascii")
                 msg.target = parts[1].decode("latin-1")
                 msg.version = "HTTP/0.9"
                 self._take(msg)
@@ -594,13 +600,15 @@ class HttpParser:
             return -1
         ts, ack = self._at(base + p)
         msg = Message(base + p, ts, ack)
-        msg.method = parts[0].decode("ascii")
+        msg.method = method if method is not None else parts[0].decode("ascii")
         if kind == LINE_SIMPLE:
             msg.target = parts[1].decode("latin-1")
             msg.flag("missing_version")
         else:
-            msg.version = parts[-1].decode("latin-1")
-            if np > 2:
+            msg.version = version if version is not None else parts[-1].decode("latin-1")
+            if np == 3:
+                msg.target = parts[1].decode("latin-1")
+            elif np > 2:
                 msg.target = b" ".join(parts[1:-1]).decode("latin-1")
                 if np > 3:
                     msg.flag("space_in_target")
@@ -645,7 +653,10 @@ class HttpParser:
     def _response_head(self, data: bytes, p: int, i: int, line: bytes, base: int) -> int:
         parts = line.split(None, 2)
         bad_status = False
-        if len(parts) < 2 or _VERSION.fullmatch(parts[0]) is None \
+        version = _VERSIONS.get(parts[0]) if len(parts) >= 2 else None
+        if version is not None and len(parts[1]) == 3 and parts[1].isdigit():
+            pass  # the usual line, known without the regexes
+        elif len(parts) < 2 or _VERSION.fullmatch(parts[0]) is None \
                 or _STATUS.fullmatch(parts[1]) is None:
             if self.role == RESPONSE and self.hooks.simple_response(self):
                 return self._simple_response(base + p, p)
@@ -664,7 +675,7 @@ class HttpParser:
             return -1
         ts, ack = self._at(base + p)
         msg = Message(base + p, ts, ack)
-        msg.version = parts[0].decode("latin-1")
+        msg.version = version if version is not None else parts[0].decode("latin-1")
         if bad_status:
             msg.flag("bad_status")
             msg.reason = b" ".join(parts[1:]).decode("latin-1").strip()
