@@ -38,7 +38,7 @@ $(VENV)/.full: pyproject.toml $(VENV)/.base
 build: $(VENV)/.core
 
 $(VENV)/.core: $(VENV)/.base $(CORE_SRC)
-	$(PY) -m pip install -q 'Cython>=3.1,<4' 'setuptools>=77,<81' wheel
+	$(PY) -m pip install -q 'Cython>=3.1,<4' 'setuptools>=77,<81'
 	$(PY) setup.py -q build_ext --inplace
 	@$(PY) -c 'import appliance.core as c; print("appliance", c.describe())'
 	touch $@
