@@ -186,7 +186,7 @@ def main() -> int:
         cores.remove("cython")
     print("Per core (one process), for each build of the core. 'CPU' rates divide by the\n"
           "process's CPU time (user+sys), which a busy machine distorts less than wall time;\n"
-          "both include start-up (about 0.3 s).")
+          "both include start-up (under 0.1 s).")
     for title, files in (("shared mix (../shared/bench/gen_mix.py)", shared_mix(args.packets)),
                          ("project mix (bench/replay_bench.py)", project_mix(args.connections))):
         print(f"\n== {title}")
