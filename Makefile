@@ -37,9 +37,11 @@ $(VENV)/.full: pyproject.toml $(VENV)/.base
 
 build: $(VENV)/.core
 
+# (pip builds it in an isolated environment: the test tools pin packaging below what the
+# build's setuptools needs; nothing to do when the installed build is already current)
 $(VENV)/.core: $(VENV)/.base $(CORE_SRC)
-	$(PY) -m pip install -q 'Cython>=3.1,<4' 'setuptools>=77,<81'
-	$(PY) setup.py -q build_ext --inplace
+	$(PY) -c 'import sys, appliance.core as c; sys.exit(not c._compiled_state()[0])' \
+	  || $(PY) -m pip install -q --no-deps -e .
 	@$(PY) -c 'import appliance.core as c; print("appliance", c.describe())'
 	touch $@
 
