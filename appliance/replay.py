@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from appliance.capture.file import CaptureError, CaptureFile, TruncatedCapture
+from appliance.core import tune_gc
 from appliance.format.record import Formatter
 
 OK = 0
@@ -57,6 +58,7 @@ def replay_files(paths: Sequence[str], pipeline: Any, sink: Sink,
     capture continues across files).  Returns OK, INPUT_ERROR or TRUNCATED (the worst)."""
     if formatter is None:
         formatter = Formatter(max_body=pipeline.cfg.max_body)
+    tune_gc()  # this process runs the core: the cyclic GC need not run so often
     status = OK
     for path in paths:
         try:

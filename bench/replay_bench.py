@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import os
 import random
 import resource
 import subprocess
@@ -121,13 +122,15 @@ def bare_read(path: Path, batch: bool) -> tuple[int, int, float]:
     return packets, nbytes, time.perf_counter() - t
 
 
-def replay(path: Path) -> tuple[int, float, float, str]:
-    """(pairs, wall seconds, CPU seconds, summary) of `appliance replay FILE --jsonl OUT`."""
+def replay(path: Path, core: str) -> tuple[int, float, float, str]:
+    """(pairs, wall seconds, CPU seconds, summary) of `appliance replay FILE --jsonl OUT`
+    on the given core build."""
     out = OUT / (path.stem + ".jsonl")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "appliance", "replay", str(path), "--jsonl",
-                           str(out)], capture_output=True, text=True, cwd=ROOT)
+                           str(out)], capture_output=True, text=True, cwd=ROOT,
+                          env=dict(os.environ, APPLIANCE_CORE=core))
     elapsed = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -172,10 +175,18 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=2000, help="the project's own mix")
     ap.add_argument("--packets", type=int, default=200_000, help="the shared mix")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--cores", default="cython,python", help="core builds to measure")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    print("Per core (one process). 'CPU' rates divide by the process's CPU time (user+sys),\n"
-          "which a busy machine distorts less than wall time; 'wall' includes start-up.")
+    import appliance.core
+
+    cores = args.cores.split(",")
+    if "cython" in cores and not appliance.core._compiled_state()[0]:
+        print(f"(cython core skipped: {appliance.core._compiled_state()[1]})")
+        cores.remove("cython")
+    print("Per core (one process), for each build of the core. 'CPU' rates divide by the\n"
+          "process's CPU time (user+sys), which a busy machine distorts less than wall time;\n"
+          "both include start-up (under 0.1 s).")
     for title, files in (("shared mix (../shared/bench/gen_mix.py)", shared_mix(args.packets)),
                          ("project mix (bench/replay_bench.py)", project_mix(args.connections))):
         print(f"\n== {title}")
@@ -183,21 +194,21 @@ def main() -> int:
             packets, nbytes, _ = bare_read(path, True)
             best_next = min(bare_read(path, False)[2] for _ in range(args.runs))
             best_batch = min(bare_read(path, True)[2] for _ in range(args.runs))
-            runs = [replay(path) for _ in range(args.runs)]
-            pairs, wall, _, summary = min(runs, key=lambda r: r[1])
-            cpu = min(r[2] for r in runs)
-            verdict = "every pair" if pairs == want else f"MISSING {want - pairs} of {want} pairs"
-            print(f"{path.name}: {packets} packets, {nbytes / 1e6:.1f} MB, {pairs} pairs "
-                  f"({verdict}), {nbytes / max(pairs, 1) / 1e3:.1f} KB per pair")
-            print(f"  pcapy-ng next()        : {packets / best_next:12,.0f} packets/s "
-                  f"{nbytes * 8 / best_next / 1e9:7.2f} Gbit/s")
-            print(f"  pcapy-ng next_batch()  : {packets / best_batch:12,.0f} packets/s "
-                  f"{nbytes * 8 / best_batch / 1e9:7.2f} Gbit/s")
-            for label, secs in (("wall", wall), ("CPU", cpu)):
-                print(f"  replay -> JSONL ({label:4}): {packets / secs:12,.0f} packets/s "
-                      f"{pairs / secs:10,.0f} pairs/s {nbytes * 8 / secs / 1e9:7.3f} Gbit/s "
-                      f"({secs:.2f}s, best of {args.runs})")
-            print(f"  {summary}")
+            print(f"{path.name}: {packets} packets, {nbytes / 1e6:.1f} MB, {want} pairs, "
+                  f"{nbytes / max(want, 1) / 1e3:.1f} KB per pair")
+            print(f"  pcapy-ng next()             : {packets / best_next:12,.0f} packets/s "
+                  f"{'':17}{nbytes * 8 / best_next / 1e9:7.2f} Gbit/s")
+            print(f"  pcapy-ng next_batch()       : {packets / best_batch:12,.0f} packets/s "
+                  f"{'':17}{nbytes * 8 / best_batch / 1e9:7.2f} Gbit/s")
+            for core in cores:
+                runs = [replay(path, core) for _ in range(args.runs)]
+                pairs, wall, _, summary = min(runs, key=lambda r: r[1])
+                cpu = min(r[2] for r in runs)
+                verdict = "every pair" if pairs == want else f"MISSING {want - pairs} of {want} pairs"
+                for label, secs in (("wall", wall), ("CPU", cpu)):
+                    print(f"  {core:6} replay->JSONL {label:4}: {packets / secs:12,.0f} packets/s "
+                          f"{pairs / secs:10,.0f} pairs/s {nbytes * 8 / secs / 1e9:7.3f} Gbit/s "
+                          f"({secs:.2f}s, best of {args.runs}; {verdict})")
     return 0
 
 

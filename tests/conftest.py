@@ -1,4 +1,12 @@
-"""Suite-wide: the run fails if any process it started is still alive at the end.
+"""Suite-wide hooks.
+
+**Which core.** ``pytest --core=python`` (the pure-Python reference) or ``--core=cython``
+(the compiled build); by default whatever the package loads (the compiled core where it is
+built).  The choice goes through the environment (APPLIANCE_CORE, read once by
+appliance.core), so the processes the tests start run the same core.  ``make test`` runs the
+whole suite on the default core, then the core's tests again on the pure-Python one.
+
+**No leftovers.** The run fails if any process it started is still alive at the end.
 
 At session start pytest becomes a *child subreaper* (``PR_SET_CHILD_SUBREAPER``): a
 process the suite started whose parent exits is re-parented to pytest instead of init, so
@@ -21,6 +29,23 @@ import pytest
 PR_SET_CHILD_SUBREAPER = 36
 GRACE_SECS = 5.0
 _leaks: list[str] = []
+
+
+def pytest_addoption(parser):
+    parser.addoption("--core", choices=("cython", "python"), default=None,
+                     help="run against this build of the core (default: what the package loads)")
+
+
+def pytest_configure(config):
+    core = config.getoption("--core")
+    if core:
+        os.environ["APPLIANCE_CORE"] = core
+
+
+def pytest_report_header(config):
+    import appliance.core
+
+    return f"appliance {appliance.core.describe()}"
 
 
 def pytest_sessionstart(session):

@@ -4,14 +4,14 @@ policy (evidence plus grace), mid-stream starts, timestamps and ACK events, limi
 import random
 
 from appliance import synth
-from appliance.core.stream import UNKNOWN, Acct
+from appliance.core.stream import UNKNOWN, Acct, StreamConsumer
 from appliance.core.tcp import MASK, TcpConfig, TcpStats, TcpStream
 from helpers import run_frames, run_pairs
 
 ACK, PSH, FIN, SYN, RST = synth.ACK, synth.PSH, synth.FIN, synth.SYN, synth.RST
 
 
-class Recorder:
+class Recorder(StreamConsumer):
     """A stream consumer that records every event, per direction."""
 
     def __init__(self):

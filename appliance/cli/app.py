@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = CommandParser(
         prog="appliance",
         description="Cloud-native traffic mirroring appliance (Akto-compatible HTTP pairs on Kafka).")
-    parser.add_argument("--version", action="version", version=f"appliance {__version__}")
+    from appliance.core import describe  # light: says which core build loads, imports none
+
+    parser.add_argument("--version", action="version", version=f"appliance {__version__} ({describe()})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
     for command in COMMANDS:
         command.register(sub)

@@ -1,7 +1,10 @@
 """The mirroring front end, sans-IO: captured frames in, pairs out.
 
-``Pipeline.feed(ts, linktype, frame)`` / ``feed_batch(linktype, buf, meta)`` take captured
-frames with their capture timestamps; decode -> flow table -> TCP stream assembly ->
+``Pipeline.feed(ts, linktype, frame)`` takes one captured frame with its capture timestamp;
+the batch API takes whole buffers, so that Python runs per batch, not per packet:
+``feed_batch(linktype, buf, meta)`` a pcapy-ng ``next_batch`` result (a capture file, a
+libpcap handle), ``feed_datagrams(ts, linktype, buf, size, lens)`` a ``recvmmsg`` buffer
+(the VXLAN/GENEVE socket); decode -> flow table -> TCP stream assembly ->
 HTTP session turn them into :class:`~appliance.core.pair.Pair` objects, which
 accumulate until ``take()``.  Time only ever comes from packet timestamps, so a
 replayed capture behaves exactly like live traffic (the runtime calls ``sweep`` with
@@ -20,7 +23,9 @@ taken yet), O(1).  The byte budget evicts connections when it is exceeded, and
 from __future__ import annotations
 
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from appliance.core.decode import Decoder
 from appliance.core.flows import FLOW_OVERHEAD, FlowKey, FlowTable
@@ -84,8 +89,7 @@ class Pipeline:
         """Frames in pcapy-ng ``next_batch`` layout: ``meta`` holds native uint32
         (sec, usec, offset, caplen) per frame, slicing ``buf``."""
         m = memoryview(meta).cast("I")
-        decode = self.decoder.decode
-        tcp = self._tcp
+        decoder = self.decoder
         nbytes = 0
         count = len(m) // 4
         next_sweep = self.next_sweep
@@ -94,9 +98,35 @@ class Pipeline:
             cap = m[i + 3]
             ts = m[i] + m[i + 1] * 1e-6
             nbytes += cap
-            r = decode(ts, linktype, buf[off:off + cap])
+            r = decoder.decode_at(ts, linktype, buf, off, off + cap)
             if r is not None:
-                tcp(ts, r, cap)
+                self._tcp(ts, r, cap)
+            if ts >= next_sweep:
+                self.sweep(ts)
+                next_sweep = self.next_sweep
+        self.packets += count
+        self.bytes += nbytes
+
+    def feed_datagrams(self, ts: float, linktype: int, buf: Any, size: int,
+                       lens: Sequence[int]) -> None:
+        """Datagrams as ``recvmmsg(2)`` leaves them, all received at ``ts``: datagram ``i``
+        is ``buf[i * size : i * size + lens[i]]``.  ``buf`` is any buffer (the receive
+        buffer itself, e.g. a ctypes array); ``lens`` any sequence of ints (e.g. a
+        memoryview of the ``msg_len`` fields), so nothing is built per datagram before
+        this call.  Each datagram is copied once, out of a buffer the next receive reuses
+        (its payload outlives it: held segments, bodies)."""
+        view = memoryview(buf).cast("B")
+        decoder = self.decoder
+        count = len(lens)
+        nbytes = 0
+        next_sweep = self.next_sweep
+        for i in range(count):
+            n = lens[i]
+            off = i * size
+            nbytes += n
+            r = decoder.decode(ts, linktype, bytes(view[off:off + n]))
+            if r is not None:
+                self._tcp(ts, r, n)
             if ts >= next_sweep:
                 self.sweep(ts)
                 next_sweep = self.next_sweep

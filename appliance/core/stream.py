@@ -34,9 +34,18 @@ of TCP.  This module is the only thing they share.
 
 from __future__ import annotations
 
-from typing import Protocol
-
 UNKNOWN = -1  # gap length: an unknown number of bytes came before offset 0
+
+
+def _probe() -> None:
+    pass
+
+
+# True when this module runs compiled (setup.py builds the core with Cython from these
+# same files; appliance.core loads either every module compiled or none).  Memory
+# accounting constants differ per build: compiled code boxes C values into new objects
+# where Python code shares the ones it was given.
+COMPILED = type(_probe).__name__ != "function"
 
 
 class Acct:
@@ -50,11 +59,21 @@ class Acct:
         self.n = 0
 
 
-class StreamConsumer(Protocol):
-    def data(self, direction: int, offset: int, ts: float, payload: bytes) -> None: ...
+class StreamConsumer:
+    """What consumes the stream events of a connection (the HTTP session; a test's
+    recorder).  A base class rather than a Protocol so that the compiled build calls
+    these methods directly (stream.pxd); a consumer overrides all four."""
 
-    def gap(self, direction: int, offset: int, nbytes: int) -> None: ...
+    __slots__ = ()
 
-    def ack(self, direction: int, offset: int) -> None: ...
+    def data(self, direction: int, offset: int, ts: float, payload: bytes) -> None:
+        raise NotImplementedError
 
-    def eof(self, direction: int) -> None: ...
+    def gap(self, direction: int, offset: int, nbytes: int) -> None:
+        raise NotImplementedError
+
+    def ack(self, direction: int, offset: int) -> None:
+        raise NotImplementedError
+
+    def eof(self, direction: int) -> None:
+        raise NotImplementedError

@@ -34,11 +34,12 @@ from __future__ import annotations
 
 from bisect import bisect_left
 
-from appliance.core.stream import UNKNOWN, Acct, StreamConsumer
+from appliance.core.stream import COMPILED, UNKNOWN, Acct, StreamConsumer
 
 MASK = 0xFFFFFFFF
 HALF = 0x80000000
 WRAP = 0x100000000
+_MASK = MASK  # MASK for this module's arithmetic: a C constant when compiled (tcp.pxd)
 
 FIN = 0x01
 SYN = 0x02
@@ -46,8 +47,9 @@ RST = 0x04
 ACK = 0x10
 
 # what one held segment costs beside its payload: the tuple, the bytes object header and
-# the list slots (measured; see tests/test_accounting.py)
-SEGMENT_OVERHEAD = 160
+# the list slots; compiled, also the float and int boxed for its timestamp and ACK
+# (measured; see tests/test_accounting.py)
+SEGMENT_OVERHEAD = 208 if COMPILED else 160
 
 
 class TcpConfig:
@@ -123,14 +125,14 @@ class TcpStream:
     # -- offsets ----------------------------------------------------------------------------
     def offset(self, seq: int) -> int:
         """The stream offset of a raw sequence number, unwrapped around ``next``."""
-        d = (seq - self.base - self.next) & MASK
+        d = (seq - self.base - self.next) & _MASK
         if d >= HALF:
             d -= WRAP
         return self.next + d
 
     def note_ack(self, ack: int) -> None:
         m = self.max_ack
-        if m < 0 or 0 < ((ack - m) & MASK) < HALF:
+        if m < 0 or 0 < ((ack - m) & _MASK) < HALF:
             self.max_ack = ack
 
     # -- segments ---------------------------------------------------------------------------
@@ -139,7 +141,7 @@ class TcpStream:
         """One segment of this direction.  ``ack`` is the raw ACK field, or -1 without ACK;
         ``pkt`` counts the connection's packets (the grace is measured in it)."""
         if payload and not flags & 0x03 and self.base >= 0 and not self.held_offs \
-                and not self.done and ((seq - self.base) & MASK) == (self.next & MASK):
+                and not self.done and ((seq - self.base) & _MASK) == (self.next & _MASK):
             # the common case, inlined: the next bytes in order, nothing held
             if ack >= 0:
                 peer = self.peer
@@ -176,7 +178,7 @@ class TcpStream:
                 return
         elif flags & SYN:
             self._syn(seq)
-            seq = (seq + 1) & MASK
+            seq = (seq + 1) & _MASK
         n = len(payload)
         off = self.offset(seq)
         if flags & FIN and self.fin < 0:
@@ -208,12 +210,12 @@ class TcpStream:
     def _syn(self, seq: int) -> None:
         """A SYN for a stream whose start is fixed: a retransmission, or a SYN that arrived
         after data of its own connection (mirrors reorder)."""
-        start = (seq + 1) & MASK
+        start = (seq + 1) & _MASK
         if start != self.base:
             self.stats.late_syns += 1
 
     def _start(self, base: int, midstream: bool) -> None:
-        self.base = base & MASK
+        self.base = base & _MASK
         self.from_syn = not midstream
         self.next = 0
         if midstream:
@@ -239,13 +241,13 @@ class TcpStream:
         assert pre is not None
         first = pre[0][0]
         for seg in pre:  # the lowest sequence number held, modulo 2**32
-            if (seg[0] - first) & MASK >= HALF:
+            if (seg[0] - first) & _MASK >= HALF:
                 first = seg[0]
         peer = self.peer
         if peer is not None and peer.max_ack >= 0:
             # the peer had received up to its ACK: begin there when it lies a little
             # before the lowest byte held (the bytes between are a hole, not history)
-            behind = (first - peer.max_ack) & MASK
+            behind = (first - peer.max_ack) & _MASK
             if 0 < behind < (1 << 20):
                 first = peer.max_ack
         self.pre = pre
@@ -259,7 +261,7 @@ class TcpStream:
         self.acct.n -= self.held_bytes
         self.held_bytes = 0
         base = self.base
-        for seq, flags, payload, ts, ack in sorted(pre, key=lambda s: (s[0] - base) & MASK):
+        for seq, flags, payload, ts, ack in sorted(pre, key=lambda s: (s[0] - base) & _MASK):
             self.segment(ts, pkt, seq, ack, flags & ~SYN, payload)
             if self.done:
                 break

@@ -55,7 +55,10 @@ def ip_text(raw: bytes) -> str:
 
 
 def headers_json(headers: list[tuple[str, str]]) -> str:
-    merged: dict[str, str] = {}
+    merged: dict[str, str] = dict(headers)
+    if len(merged) == len(headers) and len({name.lower() for name in merged}) == len(merged):
+        return _orjson_dumps(merged).decode("utf-8")  # no repeated field: nothing to join
+    merged = {}
     names: dict[str, str] = {}
     for name, value in headers:
         lname = name.lower()

@@ -28,6 +28,7 @@ import time
 import urllib.parse
 from collections import deque
 
+import appliance.core as core
 from appliance import __version__
 from appliance.runtime import channel, memory
 from appliance.runtime.history import RateHistory, parse_seconds
@@ -286,6 +287,8 @@ class Supervisor:
         if self.ceiling:  # (the start-up line itself is the CLI's: appliance/cli/run.py)
             log.info("memory ceiling %d MB (%d MB per worker)", self.ceiling >> 20,
                      self.allowance >> 20)
+        if core.CORE == "python" and not core.REASON.startswith("APPLIANCE_CORE"):
+            log.warning("running the pure-Python core, several times slower: %s", core.REASON)
 
     async def _abort(self) -> None:
         self.stopping = True
@@ -682,7 +685,8 @@ class Supervisor:
             workers.append(row)
         return {
             "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
-            "version": __version__, "mode": s.mode, "hostname": socket.gethostname(),
+            "version": __version__, "core": core.CORE, "mode": s.mode,
+            "hostname": socket.gethostname(),
             "started_at": self.started, "now": now, "uptime_s": now - self.started,
             "workers": len(self.slots), "restarts": sum(sl.restarts for sl in self.slots),
             "totals": self.totals(), "rates": dict(self.rates),

@@ -37,6 +37,7 @@ import socket
 import sys
 import time
 
+from appliance.core import tune_gc
 from appliance.core.decode import LINKTYPE_GENEVE_PAYLOAD, LINKTYPE_VXLAN_PAYLOAD
 from appliance.core.pipeline import Pipeline, PipelineConfig
 from appliance.format.record import Formatter
@@ -129,6 +130,7 @@ class Worker:
         self.sink = make_sink(settings, worker_id, jsonl, kafka_budget(allowance, rss_bytes()),
                               adopt)
         self.source = spec.open()
+        tune_gc()  # this process runs the core: the cyclic GC need not run so often
         self.pipeline = Pipeline(pipeline_config(settings))
         self.formatter = formatter(settings)
         self.errors_logged: set[str] = set()

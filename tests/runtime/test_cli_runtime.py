@@ -239,7 +239,11 @@ def test_akto_infra_mirroring_mode_gcp_is_honoured(appliance, tmp_path):
     out = tmp_path / "pairs.jsonl"
     app = appliance(["--interface", "lo", "--jsonl", str(out), "--workers", "1"],
                     env={"AKTO_INFRA_MIRRORING_MODE": "gcp"})
-    assert app.status()["mode"] == "gcp"
+    status = app.status()
+    assert status["mode"] == "gcp"
+    import appliance.core
+
+    assert status["core"] == appliance.core.CORE  # which build of the core runs
     assert app.terminate() == 0
     assert "started: mode gcp" in app.log.read_text()
     shown = appliance_cmd("config", "--json", env={"AKTO_INFRA_MIRRORING_MODE": "gcp"})

@@ -38,10 +38,9 @@ line start.  Nothing here recurses and nothing re-scans bytes it has searched.
 from __future__ import annotations
 
 import re
-from typing import Protocol
 
 from appliance.core.pair import HEADER_OVERHEAD, PART_OVERHEAD, Message
-from appliance.core.stream import UNKNOWN, Acct
+from appliance.core.stream import COMPILED, UNKNOWN, Acct, StreamConsumer
 
 # roles
 REQUEST = 1
@@ -73,12 +72,80 @@ MAX_DEFER = 256 * 1024  # bytes a direction may hold while waiting for the other
 # lost bytes between messages at least this long must have held the start of one
 MIN_MESSAGE = 16
 
-_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_HEAD_END = re.compile(rb"\r?\n\r?\n")  # the end of a head; _head_end finds it faster
+
+
+def _head_end(data: bytes | bytearray, start: int) -> int:
+    """The offset after the first match of ``_HEAD_END`` in ``data[start:]``, or -1.
+
+    Two ``bytes.find`` calls (memchr speed) instead of the regex, which has no literal
+    prefix to skip ahead with and so tries a match at every byte of a long head.  Every
+    match is anchored on its first LF (the optional CR before it does not move its end),
+    so the earliest LF followed by LF or CR LF ends the same match the regex finds."""
+    b = data.find(b"\n\r\n", start)  # the usual end (CRLF CRLF), then a bare LF LF before it
+    a = data.find(b"\n\n", start, b + 1 if b >= 0 else len(data))
+    if a >= 0:
+        return a + 2
+    if b >= 0:
+        return b + 3
+    return -1
+
+
+# RFC 9110 token characters (the same set as _TOKEN), as a table indexed by byte
+_TCHAR = bytes(1 if chr(c) in "!#$%&'*+.^_`|~-" or (c < 128 and chr(c).isalnum()) else 0
+               for c in range(256))
+
+
+def _plain_fields(data: bytes, p: int, end: int, cap: int) -> list[tuple[str, str]] | None:
+    """The fields of the head block ``data[p:end]`` (field lines, then the empty line) if
+    it has the shape ``HttpParser._field_block`` calls plain — every line a token name,
+    ``": "``, a value with no whitespace at its ends and no ``":  "`` or ``": \t"`` in
+    it, CRLF — and at most ``cap`` of them; else None (``_field_block`` decides).
+
+    The compiled core's fast path: one pass over the bytes, a string made only for each
+    name and value.  Written as a byte loop, which compiles to C (see parser.pxd) but
+    would be slow in Python, so the pure-Python build does not call it; both builds give
+    the same fields (tests/test_core_differential.py)."""
+    out: list[tuple[str, str]] = []
+    while True:
+        if p + 1 < end and data[p] == 13 and data[p + 1] == 10:  # the empty line
+            return out if p + 2 == end else None
+        q = p
+        while q < end and _TCHAR[data[q]]:
+            q += 1
+        if q == p or q + 2 >= end or data[q] != 58 or data[q + 1] != 32:
+            return None
+        name_end = q
+        q += 2
+        v = q
+        c = data[q]
+        if c == 32 or c == 9:
+            return None
+        while q < end:
+            c = data[q]
+            if c == 13 or c == 10:
+                break
+            if c == 58 and q + 2 < end and data[q + 1] == 32 and (data[q + 2] == 32
+                                                                 or data[q + 2] == 9):
+                return None
+            q += 1
+        if q == v or q + 1 >= end or data[q] != 13 or data[q + 1] != 10:
+            return None
+        c = data[q - 1]
+        if c == 32 or c == 9:
+            return None
+        if len(out) >= cap:
+            return None
+        out.append((data[p:name_end].decode("latin-1"), data[v:q].decode("latin-1")))
+        p = q + 2
+
+
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _DIGITS = re.compile(r"[0-9]{1,18}")
 _VERSION = re.compile(rb"HTTP/[0-9]{0,2}(?:\.[0-9]{0,2})?")
 _STATUS = re.compile(rb"[0-9]{3}")
+_VERSIONS = {b"HTTP/1.1": "HTTP/1.1", b"HTTP/1.0": "HTTP/1.0"}  # the usual ones: _VERSION matches
 # field names, one per line: every one a token (no whitespace, no obs-fold)
 _TOKEN_LINES = re.compile(r"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+(?:\n[!#$%&'*+.^_`|~0-9A-Za-z-]+)*)?")
 _FRAMING_NAMES = frozenset(("content-length", "transfer-encoding", "content-encoding", "upgrade"))
@@ -106,22 +173,33 @@ def resync_patterns(methods: frozenset[str]) -> tuple[re.Pattern[bytes], re.Patt
     return req, resp
 
 
-class Hooks(Protocol):
-    """What a parser asks of its session."""
+class Hooks(StreamConsumer):
+    """What a parser asks of its session (the session is the stream consumer whose
+    parsers these are).  A base class rather than a Protocol so that the compiled build
+    calls these methods directly (parser.pxd)."""
 
-    def start_line(self, p: HttpParser, kind: int, offset: int) -> bool: ...
+    __slots__ = ()
 
-    def request_head(self, p: HttpParser, msg: Message) -> bool: ...
+    def start_line(self, p: HttpParser, kind: int, offset: int) -> bool:
+        raise NotImplementedError
 
-    def response_head(self, p: HttpParser, msg: Message, force: bool) -> Message | None: ...
+    def request_head(self, p: HttpParser, msg: Message) -> bool:
+        raise NotImplementedError
 
-    def simple_response(self, p: HttpParser) -> bool: ...
+    def response_head(self, p: HttpParser, msg: Message, force: bool) -> Message | None:
+        raise NotImplementedError
 
-    def message_done(self, p: HttpParser, msg: Message) -> None: ...
+    def simple_response(self, p: HttpParser) -> bool:
+        raise NotImplementedError
 
-    def framing_lost(self, p: HttpParser, reason: str) -> None: ...
+    def message_done(self, p: HttpParser, msg: Message) -> None:
+        raise NotImplementedError
 
-    def progress(self, p: HttpParser) -> None: ...
+    def framing_lost(self, p: HttpParser, reason: str) -> None:
+        raise NotImplementedError
+
+    def progress(self, p: HttpParser) -> None:
+        raise NotImplementedError
 
 
 # start-line kinds passed to Hooks.start_line
@@ -132,8 +210,8 @@ LINE_BAD = 4  # anything else
 
 
 class ParserConfig:
-    __slots__ = ("max_body", "max_head", "max_headers", "methods", "at_req", "at_resp",
-                 "resync_req", "resync_resp")
+    __slots__ = ("max_body", "max_head", "max_headers", "methods", "method_names", "at_req",
+                 "at_resp", "resync_req", "resync_resp")
 
     def __init__(self, max_body: int = 1 << 20, max_head: int = 64 * 1024,
                  max_headers: int = 256, methods: tuple[str, ...] = DEFAULT_METHODS) -> None:
@@ -141,6 +219,7 @@ class ParserConfig:
         self.max_head = max_head
         self.max_headers = max_headers
         self.methods = frozenset(m.upper() for m in methods)
+        self.method_names = {m.encode("ascii"): m for m in self.methods}  # known: tokens
         self.at_req, self.at_resp = resync_patterns(self.methods)
         # the same, anywhere at a line start
         self.resync_req = re.compile(b"(?m)^" + self.at_req.pattern)
@@ -202,7 +281,7 @@ class HttpParser:
         if buf:
             self.marks.append((off, ts, ack))
             if state == IDLE and self.searched and len(buf) + n <= self.cfg.max_head \
-                    and _HEAD_END.search(buf[-3:] + data) is None:
+                    and _head_end(buf[-3:] + data, 0) < 0:
                 # still inside a head whose start line is known: append without joining
                 # and re-searching (a big head in small segments stays linear)
                 if type(buf) is bytes:
@@ -318,6 +397,10 @@ class HttpParser:
         self.cur_off = off + len(buf) + 1  # every message in buf takes its time from marks
         self._parse(bytes(buf), off)
         self.forcing = False
+
+    def paused(self) -> bool:
+        """Holding bytes after a CONNECT or Upgrade request until the response decides."""
+        return self.state == PAUSED
 
     def tunnel(self) -> None:
         """The connection switched protocols: nothing more here is HTTP."""
@@ -470,10 +553,10 @@ class HttpParser:
         start = i
         if p == 0 and self.searched > 3:
             start = max(i, self.searched - 3)  # never search the same bytes twice
-        m = _HEAD_END.search(data, start)
-        if m is not None:
+        end = _head_end(data, start)
+        if end >= 0:
             self.searched = 0
-            return m.end()
+            return end
         if len(data) - p > self.cfg.max_head:
             self.searched = 0
             return -3
@@ -484,7 +567,11 @@ class HttpParser:
         parts = line.split()
         np = len(parts)
         kind = LINE_BAD
-        if np >= 2 and _TOKEN.fullmatch(parts[0]) is not None \
+        method = self.cfg.method_names.get(parts[0]) if np >= 2 else None
+        version = _VERSIONS.get(parts[-1]) if np >= 2 else None
+        if method is not None and version is not None:
+            kind = LINE_REQUEST  # the usual line, known without the regexes
+        elif np >= 2 and _TOKEN.fullmatch(parts[0]) is not None \
                 and (self.accepted or parts[0].decode("ascii") in self.cfg.methods):
             if _VERSION.fullmatch(parts[-1]) is not None:
                 kind = LINE_REQUEST  # "GET HTTP/1.1" has no target: still a request line
@@ -505,7 +592,7 @@ class HttpParser:
             if b":" not in follow:
                 ts, ack = self._at(base + p)
                 msg = Message(base + p, ts, ack)
-                msg.method = parts[0].decode("ascii")
+                msg.method = method if method is not None else parts[0].decode("ascii")
                 msg.target = parts[1].decode("latin-1")
                 msg.version = "HTTP/0.9"
                 self._take(msg)
@@ -517,13 +604,15 @@ class HttpParser:
             return -1
         ts, ack = self._at(base + p)
         msg = Message(base + p, ts, ack)
-        msg.method = parts[0].decode("ascii")
+        msg.method = method if method is not None else parts[0].decode("ascii")
         if kind == LINE_SIMPLE:
             msg.target = parts[1].decode("latin-1")
             msg.flag("missing_version")
         else:
-            msg.version = parts[-1].decode("latin-1")
-            if np > 2:
+            msg.version = version if version is not None else parts[-1].decode("latin-1")
+            if np == 3:
+                msg.target = parts[1].decode("latin-1")
+            elif np > 2:
                 msg.target = b" ".join(parts[1:-1]).decode("latin-1")
                 if np > 3:
                     msg.flag("space_in_target")
@@ -531,7 +620,7 @@ class HttpParser:
         if end == -3:
             self._take(msg)
             return self._enter_head_big(msg, data, i)
-        self._field_block(msg, data[i + 1:end].decode("latin-1"))
+        self._head_fields(msg, data, i + 1, end)
         if self.closing and end >= len(data) - 1:
             msg.flag("incomplete")  # the head was cut by the end of the stream
         self._take(msg)
@@ -568,7 +657,10 @@ class HttpParser:
     def _response_head(self, data: bytes, p: int, i: int, line: bytes, base: int) -> int:
         parts = line.split(None, 2)
         bad_status = False
-        if len(parts) < 2 or _VERSION.fullmatch(parts[0]) is None \
+        version = _VERSIONS.get(parts[0]) if len(parts) >= 2 else None
+        if version is not None and len(parts[1]) == 3 and parts[1].isdigit():
+            pass  # the usual line, known without the regexes
+        elif len(parts) < 2 or _VERSION.fullmatch(parts[0]) is None \
                 or _STATUS.fullmatch(parts[1]) is None:
             if self.role == RESPONSE and self.hooks.simple_response(self):
                 return self._simple_response(base + p, p)
@@ -587,7 +679,7 @@ class HttpParser:
             return -1
         ts, ack = self._at(base + p)
         msg = Message(base + p, ts, ack)
-        msg.version = parts[0].decode("latin-1")
+        msg.version = version if version is not None else parts[0].decode("latin-1")
         if bad_status:
             msg.flag("bad_status")
             msg.reason = b" ".join(parts[1:]).decode("latin-1").strip()
@@ -598,7 +690,7 @@ class HttpParser:
         if end == -3:
             self._take(msg)
             return self._enter_head_big(msg, data, i)
-        self._field_block(msg, data[i + 1:end].decode("latin-1"))
+        self._head_fields(msg, data, i + 1, end)
         if self.closing and end >= len(data) - 1:
             msg.flag("incomplete")
         req = self.hooks.response_head(self, msg, self.forcing or self.closing)
@@ -709,6 +801,17 @@ class HttpParser:
             return self._response_framing(msg, req, end_off, end)
         return self._request_framing(msg, end_off, end)
 
+    def _head_fields(self, msg: Message, data: bytes, start: int, end: int) -> None:
+        """The field lines ``data[start:end]`` of a whole head (ending with the empty line)."""
+        if COMPILED:
+            fields = _plain_fields(data, start, end, self.cfg.max_headers)
+            if fields is not None:
+                msg.headers = fields
+                msg.mem += end - start + HEADER_OVERHEAD * len(fields)
+                self._framing_fields(msg)
+                return
+        self._field_block(msg, data[start:end].decode("latin-1"))
+
     def _field_block(self, msg: Message, block: str) -> None:
         """The field lines of a whole head.  The common case — CRLF lines, each a token
         name, a colon and a value — is checked and split with a handful of C-level
@@ -742,29 +845,33 @@ class HttpParser:
         else:
             msg.headers = [(q[0], q[1].strip()) for q in parts]
         msg.mem += len(block) + HEADER_OVERHEAD * len(parts)
-        low = joined.lower()
-        if "content-" in low or "transfer-" in low or "upgrade" in low:
-            for i, lname in enumerate(low.split("\n")):
-                if lname in _FRAMING_NAMES:
-                    value = msg.headers[i][1]
-                    if lname == "content-length":
-                        if self.cl is None:
-                            self.cl = [value]
-                        else:
-                            self.cl.append(value)
-                    elif lname == "transfer-encoding":
-                        if self.te is None:
-                            self.te = [value]
-                        else:
-                            self.te.append(value)
-                    elif lname == "content-encoding":
-                        if self.ce is None:
-                            self.ce = [value]
-                        else:
-                            self.ce.append(value)
-                        msg.encoding = ",".join(self.ce)
+        self._framing_fields(msg)
+
+    def _framing_fields(self, msg: Message) -> None:
+        """Pick out the framing fields (Content-Length, Transfer-Encoding, Content-Encoding,
+        Upgrade) of a head whose fields are all well-formed."""
+        for name, value in msg.headers:
+            nl = len(name)
+            if nl == 14 or nl == 17 or nl == 16 or nl == 7:
+                lname = name.lower()
+                if lname == "content-length":
+                    if self.cl is None:
+                        self.cl = [value]
                     else:
-                        msg.upgrade = True
+                        self.cl.append(value)
+                elif lname == "transfer-encoding":
+                    if self.te is None:
+                        self.te = [value]
+                    else:
+                        self.te.append(value)
+                elif lname == "content-encoding":
+                    if self.ce is None:
+                        self.ce = [value]
+                    else:
+                        self.ce.append(value)
+                    msg.encoding = ",".join(self.ce)
+                elif lname == "upgrade":
+                    msg.upgrade = True
 
     def _fields(self, msg: Message, lines: list[str]) -> None:
         """Parse header field lines once: keep them in wire order and pick out the framing

@@ -53,10 +53,10 @@ however long it pipelines (a one-sided capture, a flood).
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable
+from typing import Callable, cast
 
 from appliance.core.http.parser import (
-    LINE_SIMPLE, LINE_STATUS, PAUSED, REQUEST, RESPONSE, WAIT, WAIT_FOR_REQUEST, HttpParser,
+    LINE_SIMPLE, LINE_STATUS, REQUEST, RESPONSE, WAIT, WAIT_FOR_REQUEST, Hooks, HttpParser,
     ParserConfig,
 )
 from appliance.core.pair import Message, Pair
@@ -108,11 +108,15 @@ class HttpStats:
         return sum(self.orphans.values())
 
 
+def _discard(pair: Pair) -> None:
+    """The ``emit`` of a detached session (it has nothing left to emit)."""
+
+
 def _count(counts: dict[str, int], reason: str) -> None:
     counts[reason] = counts.get(reason, 0) + 1
 
 
-class HttpSession:
+class HttpSession(Hooks):
     __slots__ = ("cfg", "stats", "emit", "acct", "parsers", "client", "state", "reqs", "a",
                  "client_desync", "server_zone", "server_skip", "last_ack", "midstream",
                  "held", "lone", "waiting", "switch", "forgotten", "eof_pending", "confirm")
@@ -207,6 +211,14 @@ class HttpSession:
 
     def buffered(self) -> int:
         return self.acct.n
+
+    def detach(self) -> None:
+        """After ``close``: drop the references that form cycles (the parsers point back
+        at their session, the owner's ``emit`` at the owner), so the session is freed
+        by reference counting.  Nothing may be fed to it afterwards."""
+        self.emit = _discard
+        for p in self.parsers:
+            p.hooks = cast(Hooks, None)
 
     # -- parser hooks -------------------------------------------------------------------------
     def start_line(self, p: HttpParser, kind: int, offset: int) -> bool:
@@ -323,7 +335,7 @@ class HttpSession:
                 q.tunnel()
         else:
             client = self.parsers[self.client]
-            if client.state == PAUSED:  # after CONNECT / Upgrade: not switching
+            if client.paused():  # after CONNECT / Upgrade: not switching
                 client.resume(False)
 
     def framing_lost(self, p: HttpParser, reason: str) -> None:
@@ -469,6 +481,11 @@ class HttpSession:
             req.note("midstream")
         notes = req.notes
         pair = Pair(req, resp, list(notes) if notes else None)
+        # the pairing bookkeeping ends here: unlinked, request and response form no
+        # reference cycle, so they are freed as soon as the pair is, not by the cyclic GC
+        req.peer = None
+        if resp is not None:
+            resp.peer = None
         self.acct.n -= pair.mem()
         stats = self.stats
         if resp is None:
