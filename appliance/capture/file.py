@@ -34,7 +34,7 @@ import struct
 import sys
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import IO, Any, Protocol
 
 import pcapy
@@ -199,7 +199,24 @@ class CaptureFile:
 
     def _stream_batches(self, batch: int) -> Iterator[tuple[bytes, bytes]]:
         assert self._feeder is not None
-        next_packet = self.reader.next
+        detail = yield from self._one_by_one(self.reader.next, batch)
+        error = self._feeder.finish()
+        if error is not None:  # the input itself ended badly (gzip cut or corrupt)
+            detail = f"{error}" + (f"; {detail}" if detail else "")
+        if detail is not None:
+            raise TruncatedCapture(self.name, self.packets, self.offset, detail)
+
+    def _tail_after_error(self, detail: str) -> Iterator[tuple[bytes, bytes]]:
+        reader = pcapy.open_offline(self.path)
+        for _ in range(self.packets):
+            reader.next()
+        cut = yield from self._one_by_one(reader.next, 1 << 30)
+        raise TruncatedCapture(self.name, self.packets, self.offset, cut or detail)
+
+    def _one_by_one(self, next_packet: Callable[[], Any], batch: int
+                    ) -> Generator[tuple[bytes, bytes], None, str | None]:
+        """Packets read one at a time (a stream that cannot be re-read, or the tail before a
+        cut), yielded in ``next_batch`` layout; returns libpcap's error if one ended them."""
         frames: list[bytes] = []
         metas: list[bytes] = []
         pos = 0
@@ -224,38 +241,7 @@ class CaptureFile:
                 frames, metas, pos = [], [], 0
         if frames:
             yield b"".join(frames), b"".join(metas)
-        error = self._feeder.finish()
-        if error is not None:  # the input itself ended badly (gzip cut or corrupt)
-            detail = f"{error}" + (f"; {detail}" if detail else "")
-        if detail is not None:
-            raise TruncatedCapture(self.name, self.packets, self.offset, detail)
-
-    def _tail_after_error(self, detail: str) -> Iterator[tuple[bytes, bytes]]:
-        reader = pcapy.open_offline(self.path)
-        good = self.packets
-        for _ in range(good):
-            reader.next()
-        metas = []
-        frames = []
-        pos = 0
-        while True:
-            try:
-                hdr, data = reader.next()
-            except pcapy.PcapError as exc:
-                detail = str(exc)
-                break
-            if hdr is None:
-                break
-            sec, usec = hdr.getts()
-            metas.append(_META.pack(sec, usec, pos, len(data)))
-            frames.append(data)
-            pos += len(data)
-            self.packets += 1
-            if self.offset is not None:
-                self.offset += 16 + len(data)
-        if frames:
-            yield b"".join(frames), b"".join(metas)
-        raise TruncatedCapture(self.name, self.packets, self.offset, detail)
+        return detail
 
     def close(self) -> None:
         self.reader = None  # pcapy closes the capture (and so the pipe's read end)

@@ -111,6 +111,7 @@ cdef class HttpParser:
     cpdef _field_block(self, Message msg, str block)
     @cython.locals(nl=Py_ssize_t)
     cpdef _framing_fields(self, Message msg)
+    cpdef _framing_field(self, Message msg, str lname, str value)
     @cython.locals(mem=i64, nl=Py_ssize_t, cap=long)
     cpdef _fields(self, Message msg, list lines)
     @cython.locals(chunked=bint, odd=bint, last=Py_ssize_t, k=Py_ssize_t)

@@ -853,25 +853,28 @@ class HttpParser:
         for name, value in msg.headers:
             nl = len(name)
             if nl == 14 or nl == 17 or nl == 16 or nl == 7:
-                lname = name.lower()
-                if lname == "content-length":
-                    if self.cl is None:
-                        self.cl = [value]
-                    else:
-                        self.cl.append(value)
-                elif lname == "transfer-encoding":
-                    if self.te is None:
-                        self.te = [value]
-                    else:
-                        self.te.append(value)
-                elif lname == "content-encoding":
-                    if self.ce is None:
-                        self.ce = [value]
-                    else:
-                        self.ce.append(value)
-                    msg.encoding = ",".join(self.ce)
-                elif lname == "upgrade":
-                    msg.upgrade = True
+                self._framing_field(msg, name.lower(), value)
+
+    def _framing_field(self, msg: Message, lname: str, value: str) -> None:
+        """One field, by its lower-case name: kept if it frames the message."""
+        if lname == "content-length":
+            if self.cl is None:
+                self.cl = [value]
+            else:
+                self.cl.append(value)
+        elif lname == "transfer-encoding":
+            if self.te is None:
+                self.te = [value]
+            else:
+                self.te.append(value)
+        elif lname == "content-encoding":
+            if self.ce is None:
+                self.ce = [value]
+            else:
+                self.ce.append(value)
+            msg.encoding = ",".join(self.ce)
+        elif lname == "upgrade":
+            msg.upgrade = True
 
     def _fields(self, msg: Message, lines: list[str]) -> None:
         """Parse header field lines once: keep them in wire order and pick out the framing
@@ -915,25 +918,7 @@ class HttpParser:
             else:
                 nl = len(name)
                 if nl == 14 or nl == 17 or nl == 16 or nl == 7:
-                    lname = name.lower()
-                    if lname == "content-length":
-                        if self.cl is None:
-                            self.cl = [value]
-                        else:
-                            self.cl.append(value)
-                    elif lname == "transfer-encoding":
-                        if self.te is None:
-                            self.te = [value]
-                        else:
-                            self.te.append(value)
-                    elif lname == "content-encoding":
-                        if self.ce is None:
-                            self.ce = [value]
-                        else:
-                            self.ce.append(value)
-                        msg.encoding = ",".join(self.ce)
-                    elif lname == "upgrade":
-                        msg.upgrade = True
+                    self._framing_field(msg, name.lower(), value)
             if len(headers) < cap:
                 headers.append((name, value))
                 mem += len(name) + len(value) + HEADER_OVERHEAD
