@@ -100,6 +100,12 @@ class RingReader:
         self._rb.consume()
         return self._take()
 
+    def discard(self) -> int:
+        """Consume what the ring holds without decoding it; the number of records."""
+        n = self._rb.consume()
+        self._raw.clear()
+        return n
+
     @property
     def epoll_fd(self) -> int:
         return self._rb.epoll_fd

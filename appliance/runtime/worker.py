@@ -129,7 +129,7 @@ class Worker:
         self.sink = make_sink(settings, worker_id, jsonl, kafka_budget(allowance, rss_bytes()),
                               adopt)
         self.source = spec.open()
-        self.pipeline = Pipeline(pipeline_config(settings))
+        self.pipeline = spec.front_end(pipeline_config(settings))
         self.formatter = formatter(settings)
         self.errors_logged: set[str] = set()
         idle = rss_bytes()

@@ -237,23 +237,66 @@ static __always_inline void read_tuple(struct sock *sk, struct ev_open *o)
 	}
 }
 
-/* Symmetric in the two ends, so the client's and the server's view of one connection on
- * this node land in the same worker (which keeps the server-side view). An IPv4-mapped
- * IPv6 address hashes like its IPv4 form: the ::ffff words cancel out in the XOR. */
-static __always_inline __u32 ring_of(struct ev_open *o)
+/* The socket's network namespace (its inode number, as in /proc/PID/ns/net). */
+static __always_inline __u32 netns_of(struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+}
+
+/* 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104: the same loopback address exists in every
+ * network namespace, so it names an endpoint only together with the namespace. */
+static __always_inline bool is_loopback(__u16 family, __u8 *a)
+{
+	__u32 w[4];
+
+	__builtin_memcpy(w, a, 16);
+	if (family == AF_INET)
+		return a[0] == 127;
+	if (w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff))
+		return a[12] == 127;
+	return w[0] == 0 && w[1] == 0 && w[2] == 0 && w[3] == bpf_htonl(1);
+}
+
+/* The worker ring of a connection. When the role is known, a hash of the *client's*
+ * endpoint (address, port, and the namespace for a loopback address): the client's and
+ * the server's views of one connection between two processes of this node land in the
+ * same worker even when a service address was translated on the way (kube-proxy DNAT
+ * changes the server's address and port, never the client's), and the worker keeps the
+ * server-side view. A connection first seen mid-way (role unknown) hashes its 4-tuple
+ * symmetrically. An IPv4-mapped IPv6 address hashes like its IPv4 form. */
+static __always_inline __u32 ring_of(struct ev_open *o, __u8 role, __u32 netns)
 {
 	__u32 n = cfg.n_rings;
-	__u32 h = o->lport ^ o->rport;
-	__u32 w[4], v[4];
+	__u32 h, w[4], v[4];
+	__u8 *ca;
+	__u16 cport;
+	bool v4;
 
 	if (n <= 1)
 		return 0;
 	__builtin_memcpy(w, o->laddr, 16);
 	__builtin_memcpy(v, o->raddr, 16);
-	if (o->family == AF_INET)
-		h ^= w[0] ^ v[0];
-	else
-		h ^= w[0] ^ w[1] ^ w[2] ^ w[3] ^ v[0] ^ v[1] ^ v[2] ^ v[3];
+	v4 = o->family == AF_INET;
+	if (role == ROLE_UNKNOWN) {
+		h = o->lport ^ o->rport;
+		if (v4)
+			h ^= w[0] ^ v[0];
+		else
+			h ^= w[0] ^ w[1] ^ w[2] ^ w[3] ^ v[0] ^ v[1] ^ v[2] ^ v[3];
+	} else {
+		bool client_local = role == ROLE_CLIENT;
+		ca = client_local ? o->laddr : o->raddr;
+		cport = client_local ? o->lport : o->rport;
+		h = cport;
+		if (v4)
+			h ^= client_local ? w[0] : v[0];
+		else if (client_local)
+			h ^= w[0] ^ w[1] ^ w[2] ^ w[3];
+		else
+			h ^= v[0] ^ v[1] ^ v[2] ^ v[3];
+		if (is_loopback(o->family, ca))
+			h ^= netns;
+	}
 	h *= 0x9E3779B1u;
 	return (h >> 8) % n;
 }
@@ -285,6 +328,7 @@ static __always_inline void emit_open(struct conn_key *k, struct conn_state *c)
 		return;
 	fill_hdr(&o.h, EV_OPEN, k, c);
 	read_tuple((struct sock *)c->sk, &o);
+	o.h.extra = netns_of((struct sock *)c->sk);
 	bpf_get_current_comm(o.comm, sizeof(o.comm));
 	if (bpf_ringbuf_output(rb, &o, sizeof(o), 0))
 		stat_add(ST_RING_LOST, 1);
@@ -329,7 +373,7 @@ static __always_inline struct conn_state *conn_get(struct conn_key *k, __u64 sk,
 	n.role = role;
 	n.flags = fresh ? F_FROM_START : 0;
 	read_tuple((struct sock *)sk, &o);
-	n.ring = ring_of(&o);
+	n.ring = ring_of(&o, role, netns_of((struct sock *)sk));
 	if (bpf_map_update_elem(&conns, k, &n, BPF_ANY)) {
 		stat_add(ST_CONN_TABLE_FULL, 1);
 		return NULL;
