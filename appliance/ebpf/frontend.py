@@ -61,7 +61,7 @@ from appliance.format.record import CLIENT_SIDE, SERVER_SIDE, SideInfo
 # What one tracked connection costs with nothing buffered: the tracker's Connection and
 # ConnOpen, the View, its HttpSession with two parsers, the dict entries (measured with
 # tracemalloc; tests/ebpf/test_ebpf_frontend.py keeps it honest)
-CONN_OVERHEAD = 3600
+CONN_OVERHEAD = 3200
 PROCESS_OVERHEAD = 600
 
 INGRESS = int(Direction.INGRESS)
