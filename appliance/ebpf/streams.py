@@ -80,7 +80,7 @@ class ConnectionTracker:
 
     `open(conn)` returns the consumer for a new connection (or None to ignore it).
     `tls_ready_ns()`: kernel time of the latest TLS library attach; a TLS connection
-    opened before it may have had plaintext nobody saw, so it starts mid-way.
+    that began before it may have had plaintext nobody saw, so it starts mid-way.
     `on_end(conn)`: called once for every connection that ends (close, process exit,
     idleness, eviction), after its consumer was closed.
 
@@ -161,7 +161,8 @@ class ConnectionTracker:
         c.consumer = self._open(c)
         if c.consumer is None:
             return False
-        midway = not c.open.from_start or (c.tls and c.open.ts < self._tls_ready_ns())
+        # conn_id is the kernel time the connection was first seen (its accept/connect)
+        midway = not c.open.from_start or (c.tls and c.open.key.conn_id < self._tls_ready_ns())
         if midway:
             self.stats.midstream_starts += 1
             for d in (0, 1):

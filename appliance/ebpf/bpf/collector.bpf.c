@@ -340,8 +340,11 @@ static __always_inline void emit_close(struct conn_key *k, struct conn_state *c)
 {
 	struct ev_hdr h = {};
 	__u32 ring = c->ring;
-	void *rb = bpf_map_lookup_elem(&rings, &ring);
+	void *rb;
 
+	if (!c->open_sent)
+		return; /* user space never heard of it */
+	rb = bpf_map_lookup_elem(&rings, &ring);
 	if (!rb)
 		return;
 	fill_hdr(&h, EV_CLOSE, k, c);
@@ -382,7 +385,11 @@ static __always_inline struct conn_state *conn_get(struct conn_key *k, __u64 sk,
 	if (!c)
 		return NULL;
 	stat_add(ST_CONNS, 1);
-	emit_open(k, c);
+	/* accept/connect: the open record waits for the first byte traced (a connection
+	 * that never carries any, like a health check's or a plain one with CAPTURE_ALL
+	 * false, costs user space nothing) */
+	if (!fresh)
+		emit_open(k, c);
 	return c;
 }
 
