@@ -303,7 +303,7 @@ def test_pid_filter_other_processes_never_appear(veth, appliance, procs, tmp_pat
     assert {(r["method"], r["path"]) for r in recs} == expected_paths("traced", 2, 3)
     assert len(recs) == 6
     pids = {p["pid"] for p in st["processes"]}
-    assert pids == {traced_srv.pid}
+    assert pids == {traced_srv.pid} and other_srv.pid not in pids and other_cli.pid not in pids
 
 
 def test_capture_all_false_traces_only_tls_libraries(veth, appliance, procs, tmp_path, cert):
