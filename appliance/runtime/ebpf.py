@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import mmap
+from collections import deque
 import os
 import struct
 import time
@@ -224,6 +225,37 @@ def merge_processes(reports: list[list[dict]], limit: int = 256) -> list[dict]:
     return rows[:limit]
 
 
+class ProcessRates:
+    """Per-process pairs/s and bytes/s over the last few seconds, from the cumulative
+    per-process rows (the supervisor observes them once a second)."""
+
+    def __init__(self, window: float = 5.0) -> None:
+        self.window = window
+        self.history: deque[tuple[float, dict[int, tuple[int, int]]]] = deque()
+
+    def observe(self, now: float, rows: list[dict]) -> None:
+        snap = {r["pid"]: (r.get("pairs", 0), r.get("bytes_in", 0) + r.get("bytes_out", 0))
+                for r in rows if isinstance(r.get("pid"), int)}
+        self.history.append((now, snap))
+        while len(self.history) > 2 and now - self.history[0][0] > self.window:
+            self.history.popleft()
+
+    def annotate(self, rows: list[dict]) -> list[dict]:
+        """The rows with ``pairs_per_s`` and ``bytes_per_s`` (0 for a process not seen at
+        the start of the window: its counts are from its first interval)."""
+        if len(self.history) < 2:
+            return [{**r, "pairs_per_s": 0.0, "bytes_per_s": 0.0} for r in rows]
+        (t0, old), (t1, new) = self.history[0], self.history[-1]
+        dt = max(t1 - t0, 1e-6)
+        out = []
+        for r in rows:
+            pid = r.get("pid")
+            a, b = old.get(pid, (0, 0)), new.get(pid, (0, 0))
+            out.append({**r, "pairs_per_s": max(0, b[0] - a[0]) / dt,
+                        "bytes_per_s": max(0, b[1] - a[1]) / dt})
+        return out
+
+
 def pods_of(processes: list[dict]) -> list[dict]:
     """Per-pod rows (namespace/pod) from the per-process rows."""
     out: dict[tuple[str, str], dict] = {}
@@ -242,4 +274,4 @@ def pods_of(processes: list[dict]) -> list[dict]:
 
 
 __all__ = ["EbpfSource", "EbpfSpec", "SharedClock", "open_collector", "specs", "status",
-           "merge_processes", "pods_of", "collector_config"]
+           "merge_processes", "pods_of", "collector_config", "ProcessRates"]

@@ -166,6 +166,7 @@ class Supervisor:
         self.unclean: list[str] = []  # worker deaths that lost what they held
         self.collector = None  # ebpf mode: the kernel side (appliance/runtime/ebpf.py)
         self.ebpf_clock = None
+        self.process_rates = None
 
     # -- start ----------------------------------------------------------------------------
     def _specs(self) -> list:
@@ -225,7 +226,14 @@ class Supervisor:
             raise StartError(str(exc), EXIT_CONFIG_ERROR) from None
         self.ebpf_clock = ebpf.SharedClock()
         self.ebpf_clock.set(self.collector.tls_ready_ns)
+        self.process_rates = ebpf.ProcessRates(RATE_WINDOW)
         return ebpf.specs(self.s, self.collector, self.ebpf_clock)
+
+    def _processes(self) -> list:
+        from appliance.runtime import ebpf
+
+        return ebpf.merge_processes([rep.get("stats", {}).get("processes", [])
+                                     for rep in list(self.latest.values())])
 
     def _poll_collector(self) -> None:
         """ebpf mode: process starts -> TLS library rescans; the workers learn when a
@@ -654,6 +662,8 @@ class Supervisor:
 
     def _update_rates(self) -> None:
         now = time.time()
+        if self.process_rates is not None:
+            self.process_rates.observe(now, self._processes())
         t = self.totals()
         vt = self._vni_totals()
         for vni, (p, _, _) in vt.items():
@@ -731,8 +741,9 @@ class Supervisor:
         if s.mode == "ebpf":  # per-process and per-pod rows in place of mirror sessions
             from appliance.runtime import ebpf
 
-            procs = ebpf.merge_processes([rep.get("stats", {}).get("processes", [])
-                                          for rep in list(self.latest.values())])
+            procs = self._processes()
+            if self.process_rates is not None:
+                procs = self.process_rates.annotate(procs)
             doc.update(processes=procs, pods=ebpf.pods_of(procs), ebpf=ebpf.status(self.collector))
         return doc
 
