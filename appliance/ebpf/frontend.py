@@ -53,7 +53,7 @@ from appliance.core.http.session import HttpSession, HttpStats, SessionConfig
 from appliance.core.pair import Pair
 from appliance.core.pipeline import PipelineConfig
 from appliance.core.stream import Acct
-from appliance.ebpf.events import ConnKey, ConnOpen, Direction, Event, ProcExit, Role
+from appliance.ebpf.events import ConnKey, ConnOpen, Data, Direction, Event, ProcExit, Role
 from appliance.ebpf.k8s import PodInfo
 from appliance.ebpf.streams import Connection, ConnectionTracker
 from appliance.format.record import CLIENT_SIDE, SERVER_SIDE, SideInfo
@@ -320,13 +320,42 @@ class EbpfFrontEnd:
     def feed(self, events: list[Event]) -> None:
         """One batch of events from the ring buffer, in ring order."""
         # kernel time is CLOCK_MONOTONIC: its offset to the wall clock, once per batch
-        self._wall_off = time.time() - time.monotonic()
+        wall = self._wall_off = time.time() - time.monotonic()
         self.records += len(events)
         tracker = self.tracker
         feed = tracker.feed
+        conns = tracker.conns
+        tstats = tracker.stats
         for ev in events:
             t = type(ev)
-            if t is ConnOpen:
+            if type(ev) is Data:
+                # the hot path, inlined: the next bytes of a direction whose session runs
+                # (anything else, the tracker handles: gaps, starts, reopenings)
+                key, ts, d, off, payload, _ = ev
+                c = conns.get(key)
+                if c is not None:
+                    v = cast("View | None", c.consumer)
+                    if v is not None and off == c.next_off[d] and not c.ended[d] and not v.dead:
+                        conns.move_to_end(key)
+                        n = len(payload)
+                        acct = v.acct
+                        before = acct.n
+                        if d:
+                            v.proc.bytes_in += n
+                        else:
+                            v.proc.bytes_out += n
+                        try:
+                            v.session.data(d, off, ts * 1e-9 + wall, payload)
+                        except Exception as exc:  # contain it: the connection, not the worker
+                            v._failed(exc, before)
+                        else:
+                            self.held += acct.n - before
+                        c.next_off[d] = off + n
+                        c.last_ts = ts
+                        tstats.data_records += 1
+                        tstats.data_bytes += n
+                        continue
+            elif t is ConnOpen:
                 self._opening(ev)  # type: ignore[arg-type]
             elif t is ProcExit:
                 proc = self.processes.get(ev.tgid)  # type: ignore[union-attr]
