@@ -385,7 +385,11 @@ class EbpfFrontEnd:
         proc.comm = o.comm
         if o.tls:
             proc.tls += 1
-        if o.role == Role.SERVER and self.opts.dedup:
+        self._claim(o)
+
+    def _claim(self, o: ConnOpen) -> None:
+        """A server-side view claims its client endpoint (see claimed())."""
+        if o.role == Role.SERVER and self.opts.dedup and o.key not in self._claim_of:
             ck = client_key(o)
             if ck is not None:
                 claim = _Claim(o.ts)
@@ -394,6 +398,9 @@ class EbpfFrontEnd:
 
     def _open_view(self, conn: Connection) -> View:
         o = conn.open
+        # a server view reopened mid-way (after an idle flush or an eviction) claims its
+        # client endpoint again, from its first open on
+        self._claim(o)
         proc = self.processes.get(o.key.tgid)
         if proc is None:  # opened before a restart of this worker, or pruned
             proc = self.processes[o.key.tgid] = ProcessFigures(o.key.tgid, o.comm, o.cgroup,

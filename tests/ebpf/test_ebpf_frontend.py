@@ -180,6 +180,24 @@ def test_loopback_in_other_namespaces_is_not_a_duplicate():
     assert [r["direction"] for r in records(fe)] == ["1"]
 
 
+def test_long_poll_both_ends_idle_flushed_then_resumed_still_one_record():
+    """A request left pending past the idle threshold at both ends is flushed once (the
+    server's view), and after the long-poll's answer the next exchange of the same
+    connection, long after the claim's linger, is still sent once."""
+    clock = Clock()
+    fe = EbpfFrontEnd(PipelineConfig(idle_timeout=3.0),
+                      EbpfOptions(claim_linger_ns=10 * 10**9))
+    c, s = client_view(clock), server_view(clock)
+    fe.feed([c.open, s.open, c.send(REQ), s.recv(REQ)])
+    fe.sweep(time.time() + 30)           # both idle, holding the request: flushed
+    assert [(r["direction"], r["is_pending"]) for r in records(fe)] == [("1", "true")]
+    fe.sweep(time.time() + 100)          # the first claim's linger is long over
+    clock(60_000_000)                    # a minute later: the answer, then the next request
+    fe.feed([s.send(RESP), c.recv(RESP), c.send(REQ), s.recv(REQ), s.send(RESP), c.recv(RESP)])
+    fe.feed([s.close(), c.close()])
+    assert [r["direction"] for r in records(fe)] == ["1"]
+
+
 def test_dedup_off_keeps_both():
     clock = Clock()
     fe = EbpfFrontEnd(opts=EbpfOptions(dedup=False))

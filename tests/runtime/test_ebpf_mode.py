@@ -245,9 +245,11 @@ def test_same_exchange_seen_both_ways(veth, appliance, procs, tmp_path):
     app = appliance(["--mode", "ebpf", "--workers", "2", "--jsonl", str(out), "--pid",
                      str(srv.pid), "--pid", str(cli.pid)])
     pcap = tmp_path / "veth.pcap"
-    dump = subprocess.Popen(["tcpdump", "-i", host_if, "-s", "0", "-U", "-w", str(pcap),
-                             "tcp port 8080"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    # --immediate-mode: packets are written as they come (libpcap otherwise holds them in
+    # a block until its one-second timeout, and a SIGINT before then loses them)
+    dump = subprocess.Popen(["tcpdump", "-i", host_if, "-s", "0", "-U", "--immediate-mode",
+                             "-w", str(pcap), "tcp port 8080"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
     try:
         line = dump.stderr.readline()
         assert "listening on" in line, line + dump.stderr.read()
@@ -260,8 +262,10 @@ def test_same_exchange_seen_both_ways(veth, appliance, procs, tmp_path):
         time.sleep(0.5)
     finally:
         dump.send_signal(signal.SIGINT)
+        summary = dump.stderr.read()
         dump.wait(10)
         dump.stderr.close()
+    assert "\n0 packets dropped by kernel" in "\n" + summary, summary
     app.wait_status(lambda s: s["totals"]["pairs"] >= 12)
     assert app.terminate() == 0
     ebpf = read_jsonl(out)

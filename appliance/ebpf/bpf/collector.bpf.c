@@ -155,11 +155,20 @@ struct {
 	__uint(max_entries, 1 << 16);
 } ctl_ring SEC(".maps");
 
+/* The record being filled: twice the chunk size, so that the verifier can bound a copy of
+ * up to CHUNK_SIZE bytes at any fill below CHUNK_SIZE; at most CHUNK_SIZE are sent. Over
+ * the 32 KiB a per-CPU map value may hold, hence an array indexed by the CPU (a program
+ * and the tail calls it chains run on one CPU); user space sizes it to the CPUs. */
+struct ev_scratch {
+	struct ev_hdr h;
+	__u8 data[CHUNK_SIZE * 2];
+};
+
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct ev_data);
+	__type(value, struct ev_scratch);
 } scratch SEC(".maps");
 
 struct {
@@ -449,14 +458,16 @@ struct emit_job {
 	__u64 done;     /* captured so far */
 	__u64 seg;      /* current user segment */
 	__u64 left;     /* bytes left in it */
+	__u64 rec_off;  /* stream offset of the record being filled */
+	__u32 fill;     /* bytes in it (the scratch record), not sent yet */
 	__u32 iov_i;
 	__u32 ring;
 	__u8 dir;
 	__u8 kind;
 	__u8 flags;     /* header flags */
 	__u8 role;
-	__u32 pad;
 };
+
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -533,6 +544,8 @@ static __always_inline void emit_payload(void *ctx, __u32 which, struct conn_key
 	j->seg = kind == K_BUF ? buf : 0;
 	j->left = kind == K_BUF ? total : 0;
 	j->iov_i = 0;
+	j->fill = 0;
+	j->rec_off = off;
 	j->ring = c->ring;
 	j->dir = dir;
 	j->kind = kind;
@@ -542,11 +555,33 @@ static __always_inline void emit_payload(void *ctx, __u32 which, struct conn_key
 	stat_add(ST_RING_LOST, 1); /* emitter missing: the jump in offsets shows the loss */
 }
 
+/* Send the record being filled, if any. */
+static __always_inline void flush(void *rb, struct ev_scratch *e, struct emit_job *j)
+{
+	__u32 n = j->fill;
+
+	if (!n)
+		return;
+	if (n > CHUNK_SIZE)
+		n = CHUNK_SIZE; /* never: a record is sent once it holds CHUNK_SIZE */
+	job_hdr(&e->h, EV_DATA, j);
+	e->h.len = n;
+	e->h.offset = j->rec_off;
+	if (bpf_ringbuf_output(rb, e, sizeof(e->h) + n, 0))
+		stat_add(ST_RING_LOST, 1);
+	j->fill = 0;
+}
+
+/* One step of a job: move to the next iovec entry if the current one is used up, copy
+ * what fits of the current segment into the record being filled; send the record when it
+ * is full, when the call's bytes are all in, or when no entry follows. Consecutive iovec
+ * entries (a response head and body written by one writev) share records. */
 static __always_inline int run_job(void *ctx, __u32 which)
 {
 	__u32 zero = 0;
+	__u32 cpu = bpf_get_smp_processor_id();
 	struct emit_job *j = bpf_map_lookup_elem(&jobs, &zero);
-	struct ev_data *e = bpf_map_lookup_elem(&scratch, &zero);
+	struct ev_scratch *e = bpf_map_lookup_elem(&scratch, &cpu);
 
 	if (!j || !e)
 		return 0;
@@ -567,25 +602,28 @@ static __always_inline int run_job(void *ctx, __u32 which)
 		}
 	}
 	if (j->done < j->want && j->left > 0) {
+		__u32 fill = j->fill & (CHUNK_SIZE - 1);
 		__u64 n = j->want - j->done;
 		if (n > j->left)
 			n = j->left;
-		if (n > CHUNK_SIZE)
-			n = CHUNK_SIZE;
-		if (!bpf_probe_read_user(e->data, n & (CHUNK_SIZE * 2 - 1), (void *)j->seg)) {
-			job_hdr(&e->h, EV_DATA, j);
-			e->h.len = n;
-			e->h.offset = j->off + j->done;
-			if (bpf_ringbuf_output(rb, e, (sizeof(e->h) + n) & (CHUNK_SIZE * 4 - 1), 0))
-				stat_add(ST_RING_LOST, 1);
+		if (n > CHUNK_SIZE - fill)
+			n = CHUNK_SIZE - fill;
+		if (!bpf_probe_read_user(e->data + fill, n & (CHUNK_SIZE * 2 - 1), (void *)j->seg)) {
+			if (fill == 0)
+				j->rec_off = j->off + j->done;
+			j->fill = fill + n;
 			j->done += n;
 			j->seg += n;
 			j->left -= n;
+			bool more_iov = j->kind == K_IOV && j->iov_i < j->iovcnt && j->iov_i < MAX_IOV;
+			if (j->fill >= CHUNK_SIZE || j->done >= j->want || (j->left == 0 && !more_iov))
+				flush(rb, e, j);
 			if (j->done < j->want)
 				chain(ctx, which);
 		}
 	}
 	/* finished, unreadable memory, iovecs exhausted or chain limit reached */
+	flush(rb, e, j);
 	if (j->done < j->total) {
 		struct ev_hdr h = {};
 		if (j->done < j->want)
