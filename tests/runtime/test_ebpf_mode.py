@@ -369,6 +369,72 @@ def test_killed_worker_restarts_and_reads_on(veth, appliance, procs, tmp_path):
     assert {p for _, p in expected_paths("after", 1, 2)} <= paths
 
 
+HOLDER = textwrap.dedent('''
+    import socket, sys
+    ls = socket.socket()
+    ls.bind((sys.argv[1], int(sys.argv[2])))
+    ls.listen(2048)
+    print("ready", flush=True)
+    held = []
+    while True:
+        held.append(ls.accept()[0])  # accepted, never read: the data waits in the kernel
+''')
+
+UPLOADER = textwrap.dedent('''
+    import socket, sys
+    host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    sys.stdin.readline()
+    socks = []
+    for i in range(n):
+        s = socket.create_connection((host, port))
+        s.sendall(b"POST /up/%d HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 100000\\r\\n\\r\\n" % i
+                  + b"a" * 300)
+        socks.append(s)
+    print("done", flush=True)
+    sys.stdin.readline()
+''')
+
+
+def test_buffer_threshold_evicts_least_recently_active_with_pending_requests(veth, appliance,
+                                                                             tmp_path):
+    """TRAFFIC_BUFFER_THRESHOLD in eBPF mode: 800 unfinished uploads held by a traced client
+    do not fit in 1 MB; the least recently active connections are evicted, their requests
+    sent unanswered, and what is held stays inside the budget."""
+    ns, _, here, there = veth
+    holder = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", HOLDER, there,
+                               "8080"], stdout=subprocess.PIPE, text=True)
+    up = subprocess.Popen([sys.executable, "-c", UPLOADER, there, "8080", "800"],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        out = tmp_path / "b.jsonl"
+        app = appliance(["--mode", "ebpf", "--workers", "1", "--jsonl", str(out), "--buffer-mb",
+                         "1", "--pid", str(up.pid)])
+        up.stdin.write("go\n")
+        up.stdin.flush()
+        assert up.stdout.readline().strip() == "done"
+        st = app.wait_status(lambda s: s["drops"].get("evicted_buffer_limit", 0) > 0
+                             and s["totals"]["pending"] > 0)
+        assert st["memory"]["buffer_bytes"] <= 1 << 20
+        assert 0 < st["totals"]["active_connections"] < 800
+        up.stdin.write("bye\n")
+        up.stdin.flush()
+        up.wait(30)
+        assert app.terminate() == 0
+        recs = read_jsonl(out)
+        assert {r["is_pending"] for r in recs} == {"true"} and len(recs) == 800
+        assert {r["path"] for r in recs} == {f"/up/{i}" for i in range(800)}
+        assert all(r["direction"] == "2" and r["requestPayload"] == "a" * 300 for r in recs)
+    finally:
+        for p in (up, holder):
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+            for f in (p.stdin, p.stdout):
+                if f:
+                    f.close()
+
+
 def run_cli(*args, env=None, caps=None):
     cmd = [sys.executable, "-m", "appliance", "run", "--mode", "ebpf", "--jsonl", "/dev/null",
            "--http", f"127.0.0.1:{free_port()}", *args]
