@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
@@ -53,7 +54,8 @@ from appliance.core.http.session import HttpSession, HttpStats, SessionConfig
 from appliance.core.pair import Pair
 from appliance.core.pipeline import PipelineConfig
 from appliance.core.stream import Acct
-from appliance.ebpf.events import ConnKey, ConnOpen, Data, Direction, Event, ProcExit, Role
+from appliance.ebpf.events import (ConnKey, ConnOpen, Data, Direction, Event, ProcExit, Role,
+                                   Truncated)
 from appliance.ebpf.k8s import PodInfo
 from appliance.ebpf.streams import Connection, ConnectionTracker
 from appliance.format.record import CLIENT_SIDE, SERVER_SIDE, SideInfo
@@ -282,7 +284,8 @@ class EbpfFrontEnd:
     def __init__(self, config: PipelineConfig | None = None, opts: EbpfOptions | None = None,
                  *, tls_ready_ns: Callable[[], int] = lambda: 0,
                  pod_of: Callable[[int], PodInfo | None] | None = None,
-                 alive: Callable[[ConnKey], bool] | None = None) -> None:
+                 alive: Callable[[ConnKey], bool] | None = None,
+                 recover: Callable[[ConnKey, int, bool], ConnOpen | None] | None = None) -> None:
         self.cfg = cfg = config or PipelineConfig()
         self.opts = opts or EbpfOptions()
         self.session_cfg = SessionConfig(ParserConfig(max_body=cfg.max_body, methods=cfg.methods),
@@ -293,6 +296,9 @@ class EbpfFrontEnd:
                                          to_wall=self._to_wall, on_end=self._ended)
         self._pod_of = pod_of
         self._alive = alive
+        self._recover = recover
+        self._unrecoverable: OrderedDict[ConnKey, None] = OrderedDict()
+        self.recovered = 0
         self.processes: dict[int, ProcessFigures] = {}
         self.claims: dict[ClientKey, list[_Claim]] = {}
         self._claim_of: dict[ConnKey, _Claim] = {}
@@ -355,6 +361,11 @@ class EbpfFrontEnd:
                         tstats.data_records += 1
                         tstats.data_bytes += n
                         continue
+                if self._recover is not None and not tracker.knows(key):
+                    self._recovering(key, ts, ev.tls)
+            elif t is Truncated:
+                if self._recover is not None and not tracker.knows(ev.key):  # type: ignore[union-attr]
+                    self._recovering(ev.key, ev.ts, ev.tls)  # type: ignore[union-attr]
             elif t is ConnOpen:
                 self._opening(ev)  # type: ignore[arg-type]
             elif t is ProcExit:
@@ -364,6 +375,22 @@ class EbpfFrontEnd:
             feed(ev)
         if self.held + len(tracker.conns) * CONN_OVERHEAD > self.cfg.buffer_limit:
             self.shed(self.cfg.buffer_limit, "buffer_limit")
+
+    def _recovering(self, key: ConnKey, ts: int, tls: bool) -> None:
+        """Bytes of a connection never opened here (its open record went to a worker
+        that died, or was lost in a full ring): ask where it goes (``recover``, /proc in
+        the runtime), once per connection, and start it mid-way."""
+        if key in self._unrecoverable:
+            return
+        o = self._recover(key, ts, tls) if self._recover is not None else None
+        if o is None:
+            self._unrecoverable[key] = None
+            while len(self._unrecoverable) > 4096:
+                self._unrecoverable.popitem(last=False)
+            return
+        self.recovered += 1
+        self._opening(o)
+        self.tracker.feed(o)
 
     def _opening(self, o: ConnOpen) -> None:
         tracker = self.tracker
@@ -581,7 +608,7 @@ class EbpfFrontEnd:
             "evicted": dict(self.evicted),
             "drops": dict(self.drops),
             "ebpf": {**t.as_dict(), "processes": len(self.processes),
-                     "pod_lookups": self.pod_lookups},
+                     "pod_lookups": self.pod_lookups, "recovered_connections": self.recovered},
             "processes": self.process_rows(),
         }
 

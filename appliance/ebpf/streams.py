@@ -123,6 +123,10 @@ class ConnectionTracker:
         elif t is Exec:
             pass
 
+    def knows(self, key: ConnKey) -> bool:
+        """Is this connection open here, or remembered after an idle close/eviction?"""
+        return key in self.conns or key in self._recent
+
     def feed_all(self, events: list[Event]) -> None:
         feed = self.feed
         for ev in events:

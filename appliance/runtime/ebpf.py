@@ -26,7 +26,7 @@ from appliance.core.pipeline import PipelineConfig
 from appliance.ebpf import libbpf, preflight, ring
 from appliance.ebpf.collector import Collector, CollectorConfig, RingReader
 from appliance.ebpf.ring import DirectRing
-from appliance.ebpf.events import ConnKey
+from appliance.ebpf.events import ConnKey, ConnOpen, Role
 from appliance.ebpf.frontend import EbpfFrontEnd, EbpfOptions
 from appliance.runtime.sources import CaptureError
 
@@ -162,12 +162,65 @@ class EbpfSpec:
                 log.warning("no pod metadata (tag) for the records: %s",
                             str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return EbpfFrontEnd(cfg, self.opts, tls_ready_ns=self.clock.get, pod_of=pod_of,
-                            alive=self.alive)
+                            alive=self.alive, recover=recover_connection)
 
     def alive(self, key: ConnKey) -> bool:
         """Does the kernel still trace this connection (same fd, same generation)?"""
         raw = libbpf.map_lookup(self.conns_fd, _CONN_KEY.pack(key.tgid, key.fd), CONN_STATE_SIZE)
         return raw is not None and _U64.unpack_from(raw, 8)[0] == key.conn_id
+
+
+def _hex_addr(text: str) -> tuple[bytes, int]:
+    """One /proc/net/tcp{,6} endpoint: address words in host byte order, port in hex."""
+    addr, port = text.split(":")
+    raw = bytes.fromhex(addr)
+    # each 32-bit word is printed as the host-order integer: reverse its bytes back
+    packed = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    if len(packed) == 16 and packed[:12] == b"\0" * 10 + b"\xff\xff":
+        packed = packed[12:]  # IPv4-mapped, as the kernel's records give it
+    return packed, int(port, 16)
+
+
+def socket_endpoints(pid: int, fd: int) -> tuple[bytes, int, bytes, int] | None:
+    """(local ip, port, remote ip, port) of a process's TCP socket, from /proc (in the
+    process's network namespace), or None."""
+    try:
+        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError:
+        return None
+    if not target.startswith("socket:["):
+        return None
+    inode = target[8:-1]
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{table}") as f:
+                next(f, None)
+                for line in f:
+                    fields = line.split()
+                    if len(fields) > 9 and fields[9] == inode:
+                        lip, lport = _hex_addr(fields[1])
+                        rip, rport = _hex_addr(fields[2])
+                        return lip, lport, rip, rport
+        except OSError:
+            continue
+    return None
+
+
+def recover_connection(key: ConnKey, ts: int, tls: bool) -> ConnOpen | None:
+    """The open record of a connection this worker never saw opened (a restarted worker
+    reads on where its predecessor stopped): what /proc says of the socket, its role not
+    known (the session decides it), its beginning not seen."""
+    ends = socket_endpoints(key.tgid, key.fd)
+    if ends is None:
+        return None
+    try:
+        with open(f"/proc/{key.tgid}/comm") as f:
+            comm = f.read().strip()
+        netns = int(os.readlink(f"/proc/{key.tgid}/ns/net").split("[")[1].rstrip("]"))
+    except (OSError, IndexError, ValueError):
+        comm, netns = "", 0
+    lip, lport, rip, rport = ends
+    return ConnOpen(key, ts, Role.UNKNOWN, tls, False, lip, lport, rip, rport, comm, 0, netns)
 
 
 def in_kubernetes() -> bool:

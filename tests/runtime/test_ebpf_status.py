@@ -51,3 +51,51 @@ def test_process_rates_over_the_window():
         rates.observe(t, [row(10, pairs=30, bytes_in=5000)])
     assert rates.annotate([row(10)])[0]["pairs_per_s"] == 0.0  # idle for the whole window
     assert len(rates.history) <= 4
+
+
+def test_a_connection_is_found_through_proc_by_pid_and_fd():
+    """What a restarted worker uses for connections it never saw opened: /proc/PID/fd and
+    /proc/PID/net/tcp{,6} of the process give the socket's endpoints."""
+    import os
+    import socket
+
+    from appliance.ebpf.events import ConnKey, Role
+    from appliance.runtime.ebpf import recover_connection, socket_endpoints
+
+    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        ls = socket.socket(family)
+        ls.bind((host, 0))
+        ls.listen()
+        c = socket.create_connection((host, ls.getsockname()[1]))
+        s, _ = ls.accept()
+        try:
+            lip, lport, rip, rport = socket_endpoints(os.getpid(), c.fileno())
+            assert (lport, rport) == (c.getsockname()[1], ls.getsockname()[1])
+            assert lip == rip == socket.inet_pton(family, host)
+            o = recover_connection(ConnKey(os.getpid(), s.fileno(), 7), 123, False)
+            assert o.role == Role.UNKNOWN and not o.from_start and o.ts == 123
+            assert (o.local_port, o.remote_port) == (ls.getsockname()[1], c.getsockname()[1])
+            assert o.comm and o.netns > 0
+        finally:
+            for x in (c, s, ls):
+                x.close()
+    r, w = os.pipe()
+    try:
+        assert socket_endpoints(os.getpid(), r) is None
+        assert recover_connection(ConnKey(os.getpid(), r, 1), 1, False) is None
+    finally:
+        os.close(r)
+        os.close(w)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        assert socket_endpoints(os.getpid(), udp.fileno()) is None  # not TCP
+    finally:
+        udp.close()
+
+
+def test_ipv4_mapped_addresses_come_back_as_ipv4():
+    from appliance.runtime.ebpf import _hex_addr
+
+    assert _hex_addr("0100007F:1F90") == (bytes([127, 0, 0, 1]), 8080)
+    assert _hex_addr("0000000000000000FFFF00000100007F:0050") == (bytes([127, 0, 0, 1]), 80)
+    assert _hex_addr("00000000000000000000000001000000:0050") == (bytes(15) + b"\x01", 80)
