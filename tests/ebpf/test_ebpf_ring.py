@@ -141,7 +141,7 @@ def test_real_ring_wraps_many_times_while_read(netns, tmp_path):
     comes out (or, if the reader fell behind, the loss is counted and shows as gaps)."""
     cap = Capture(CollectorConfig(only_listed=True, rescan_interval=0, ring_bytes=1 << 16),
                   direct=True)
-    sends = [(req(f"/size/{1000 + 3 * i}"), 1) for i in range(300)] + [(req("/close"), 1)]
+    sends = [(req(f"/size/{3000 + 20 * i}"), 1) for i in range(120)] + [(req("/close"), 1)]
     srv = Peer(python_peer(netns, "server", "--once", str(tmp_path)), cap.col, wait_line="port")
     cli = Peer(python_peer(netns, "client", "--port", srv.first_line.split()[1], "--script",
                            write_script(tmp_path / "s.json", sends), str(tmp_path)), cap.col)
