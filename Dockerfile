@@ -49,12 +49,13 @@ WORKDIR /src
 # build reads. A file a build step adds (setup.py for extensions, say) goes there.
 COPY . ./
 # the eBPF collector's CO-RE objects (package data of the wheel), compiled here for this image
+# (the k8s extra: the eBPF DaemonSet looks pods up with the official kubernetes client)
 RUN make bpf \
- && /opt/build/bin/pip wheel --wheel-dir /wheels . \
+ && /opt/build/bin/pip wheel --wheel-dir /wheels '.[k8s]' \
  && ls /wheels/mirror_appliance-*.whl \
  && python3 -m venv --without-pip /opt/appliance \
  && /opt/build/bin/pip --python /opt/appliance/bin/python install --no-index \
-      --find-links /wheels mirror-appliance \
+      --find-links /wheels 'mirror-appliance[k8s]' \
  && /opt/appliance/bin/appliance --version
 
 # ---------------------------------------------------------------------------- runtime

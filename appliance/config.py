@@ -149,6 +149,11 @@ class Settings(BaseSettings):
     capture_all: bool = env(False, "CAPTURE_ALL")
     workers: int = env(0, "APPLIANCE_WORKERS", ge=0, le=256)
     ignore_ports: str = env("", "APPLIANCE_IGNORE_PORTS")
+    # -- eBPF (mode ebpf) --------------------------------------------------------------
+    ebpf_pids: str = env("", "APPLIANCE_EBPF_PIDS")  # only these processes (and children)
+    ebpf_tls: bool = env(True, "APPLIANCE_EBPF_TLS")  # uprobes on TLS libraries
+    ebpf_call_bytes: int = env(256 << 10, "APPLIANCE_EBPF_CALL_BYTES", ge=1, le=256 << 10)
+    ebpf_ring_mb: int = env(8, "APPLIANCE_EBPF_RING_MB", ge=1, le=1024)
     # -- Kafka -------------------------------------------------------------------------
     kafka_brokers: str = env("", "AKTO_KAFKA_BROKER_MAL", "AKTO_KAFKA_BROKER_URL")
     kafka_topic: str = env("akto.api.logs", "APPLIANCE_KAFKA_TOPIC", "AKTO_KAFKA_TOPIC_NAME",
@@ -206,7 +211,7 @@ class Settings(BaseSettings):
         return (init_settings, env_settings)
 
     @field_validator("geneve", "capture_all", "ignore_ip_traffic", "ignore_cloud_metadata",
-                     "disable_egress", mode="before")
+                     "disable_egress", "ebpf_tls", mode="before")
     @classmethod
     def _bools(cls, v: Any) -> Any:
         return _bool_env(v)
@@ -243,6 +248,24 @@ class Settings(BaseSettings):
         for p in filter(None, (x.strip() for x in v.split(","))):
             if not p.isdigit() or not 0 < int(p) < 65536:
                 raise ValueError(f"'{p}' is not a port (comma-separated list of 1-65535)")
+        return v
+
+    @field_validator("ebpf_pids", mode="before")
+    @classmethod
+    def _check_pids(cls, v: Any) -> Any:
+        if isinstance(v, (list, tuple)):  # --pid, repeated
+            v = ",".join(str(x) for x in v)
+        if isinstance(v, str):
+            for p in filter(None, (x.strip() for x in v.split(","))):
+                if not p.isdigit() or int(p) <= 0:
+                    raise ValueError(f"'{p}' is not a process id (comma-separated list)")
+        return v
+
+    @field_validator("ebpf_ring_mb")
+    @classmethod
+    def _check_ring(cls, v: int) -> int:
+        if v & (v - 1):
+            raise ValueError("must be a power of two (1, 2, 4, ... MB)")
         return v
 
     @field_validator("http_methods")
@@ -309,6 +332,16 @@ class Settings(BaseSettings):
     @property
     def ignored_ports(self) -> frozenset[int]:
         return frozenset(int(p) for p in self.ignore_ports.split(",") if p.strip())
+
+    @property
+    def ebpf_pid_list(self) -> list[int]:
+        return [int(p) for p in self.ebpf_pids.split(",") if p.strip()]
+
+    @property
+    def ebpf_capture_plain(self) -> bool:
+        """eBPF mode: trace plain socket data too (CAPTURE_ALL, true unless set false, as in
+        Akto's eBPF DaemonSet); false traces only the TLS libraries' plaintext."""
+        return self.capture_all if "capture_all" in self.model_fields_set else True
 
     @property
     def worker_count(self) -> int:

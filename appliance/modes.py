@@ -7,4 +7,6 @@ capture source in the runtime.
 MODES: dict[str, str] = {
     "aws": "VXLAN (and GENEVE) from AWS VPC Traffic Mirroring on UDP",
     "gcp": "every port of a NIC (GCP Packet Mirroring, or any host or sidecar)",
+    "ebpf": "socket and TLS library calls of this node's processes, traced with eBPF "
+            "(a Kubernetes DaemonSet; plaintext of TLS)",
 }

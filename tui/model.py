@@ -24,6 +24,17 @@ SORT_KEYS: tuple[tuple[str, str, bool], ...] = (
     ("vni", "VNI", False),
 )
 
+# The eBPF mode's processes table (sort keys in the order `s` cycles through them).
+PROCESS_SORT_KEYS: tuple[tuple[str, str, bool], ...] = (
+    ("pairs_per_s", "pairs/s", True),
+    ("bytes_per_s", "bits/s", True),
+    ("pairs", "pairs", True),
+    ("bytes", "bytes", True),
+    ("active_connections", "connections", True),
+    ("last_seen", "last seen", True),
+    ("pid", "PID", False),
+)
+
 # Short names for the drop reasons of docs/status.md; unknown reasons are shown as sent.
 DROP_LABELS = {
     "filter_discovery_config": "discovery config",
@@ -33,6 +44,7 @@ DROP_LABELS = {
     "ignored_port": "ignored port",
     "evicted_connection_limit": "evict: conn limit",
     "evicted_buffer_limit": "evict: buffer limit",
+    "duplicate_client_view": "seen at both ends",
 }
 
 
@@ -153,6 +165,94 @@ def sort_sessions(rows: list[Session], key: str, descending: bool) -> list[Sessi
     # jump around between refreshes.
     by_vni = sorted(rows, key=lambda r: (r.vni is None, r.vni or 0))
     return sorted(by_vni, key=lambda r: r.sort_value(key), reverse=descending)
+
+
+def is_ebpf(doc: dict | None) -> bool:
+    """An eBPF-mode appliance: per-process rows instead of mirror sessions."""
+    return dig(doc, "mode") == "ebpf" or isinstance(dig(doc, "processes"), list)
+
+
+@dataclass
+class Process:
+    """One row of the eBPF mode's processes table."""
+
+    pid: int | None
+    comm: str | None
+    namespace: str | None
+    pod: str | None
+    container: str | None
+    connections: float | None
+    active_connections: float | None
+    pairs: float | None
+    server_pairs: float | None
+    bytes: float | None
+    tls_connections: float | None
+    pairs_per_s: float | None
+    bytes_per_s: float | None
+    last_seen_ago: float | None
+    exited: bool = False
+    key: str = ""
+
+    @property
+    def where(self) -> str | None:
+        """namespace/pod, or None for a process outside Kubernetes."""
+        if self.pod is None:
+            return None
+        return f"{self.namespace}/{self.pod}" if self.namespace else self.pod
+
+    def haystack(self) -> str:
+        parts = [str(self.pid) if self.pid is not None else "", self.comm, self.namespace,
+                 self.pod, self.container]
+        return " ".join(p for p in parts if p).lower()
+
+    def sort_value(self, key: str) -> float:
+        if key == "last_seen":
+            return -self.last_seen_ago if self.last_seen_ago is not None else -math.inf
+        value = getattr(self, key)
+        return float(value) if value is not None else -math.inf
+
+
+def processes(doc: dict | None) -> list[Process]:
+    rows = dig(doc, "processes", default=[])
+    if not isinstance(rows, list):
+        return []
+    now = num(dig(doc, "now"))
+    out = []
+    seen: dict[str, int] = {}
+    for row in rows:
+        if not isinstance(row, dict):
+            continue
+        pid = row.get("pid")
+        pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else None
+        last = num(row.get("last_seen"))
+        ago = max(0.0, now - last) if (now is not None and last is not None and last > 0) else None
+        b_in, b_out = num(row.get("bytes_in")), num(row.get("bytes_out"))
+        out.append(Process(
+            pid=pid, comm=text(row.get("comm")), namespace=text(row.get("namespace")),
+            pod=text(row.get("pod")), container=text(row.get("container")),
+            connections=num(row.get("connections")),
+            active_connections=num(row.get("active_connections")),
+            pairs=num(row.get("pairs")), server_pairs=num(row.get("server_pairs")),
+            bytes=(b_in or 0.0) + (b_out or 0.0) if b_in is not None or b_out is not None else None,
+            tls_connections=num(row.get("tls_connections")),
+            pairs_per_s=num(row.get("pairs_per_s")), bytes_per_s=num(row.get("bytes_per_s")),
+            last_seen_ago=ago, exited=row.get("exited") is True))
+        key = f"pid-{pid}" if pid is not None else "pid-?"
+        seen[key] = seen.get(key, 0) + 1
+        out[-1].key = key if seen[key] == 1 else f"{key}#{seen[key]}"
+    return out
+
+
+def filter_processes(rows: list[Process], query: str) -> list[Process]:
+    words = query.lower().split()
+    if not words:
+        return list(rows)
+    return [r for r in rows if all(w in r.haystack() for w in words)]
+
+
+def sort_processes(rows: list[Process], key: str, descending: bool) -> list[Process]:
+    by_pid = sorted(rows, key=lambda r: (r.pid is None, r.pid or 0))
+    return sorted(by_pid, key=lambda r: r.sort_value(key), reverse=descending)
 
 
 def drops(doc: dict | None) -> list[tuple[str, float]]:

@@ -250,6 +250,9 @@ def status_report(doc: dict, url: str, width: int | None = None) -> Group:
                        fmt.count(w.get("packets")))
         parts.append(wt)
 
+    if m.is_ebpf(doc):
+        parts.extend(ebpf_report(doc, width))
+        return Group(*parts)
     rows = m.sort_sessions(m.sessions(doc), "vni", False)
     st = Table(box=box.SIMPLE_HEAD, title=f"sessions ({len(rows)})", title_justify="left",
                title_style="bold cyan", pad_edge=False)
@@ -269,6 +272,49 @@ def status_report(doc: dict, url: str, width: int | None = None) -> Group:
         st.add_row(*cells)
     parts.append(st if rows else Text("sessions: none seen yet", style="bold cyan"))
     return Group(*parts)
+
+
+def ebpf_report(doc: dict, width: int | None) -> list[RenderableType]:
+    """eBPF mode: the kernel side's counters and TLS libraries, then the processes."""
+    d = m.dig
+    kernel = d(doc, "ebpf", "kernel", default={})
+    tls = d(doc, "ebpf", "tls", default={})
+    files = tls.get("files") if isinstance(tls, dict) else None
+    failures = tls.get("failures") if isinstance(tls, dict) else None
+    probe_line = line(
+        Text(f"ring lost {fmt.count(d(kernel, 'ring_lost'))}",
+             style=WARN if m.num(d(kernel, "ring_lost")) else ""),
+        f"truncated {fmt.size(d(kernel, 'truncated_bytes'))}",
+        Text(f"TLS unlinked {fmt.count(d(kernel, 'tls_unlinked'))}",
+             style=WARN if m.num(d(kernel, "tls_unlinked")) else ""),
+        f"TLS libraries {len(files) if isinstance(files, list) else '-'}",
+        Text(f"not attached {len(failures)}", style=WARN) if failures else None,
+    )
+    out: list[RenderableType] = [_kv([("eBPF", probe_line)])]
+    rows = m.sort_processes(m.processes(doc), "pairs", True)
+    t = Table(box=box.SIMPLE_HEAD, title=f"processes ({len(rows)})", title_justify="left",
+              title_style="bold cyan", pad_edge=False)
+    wide = width is None or width >= 110
+    t.add_column("PID", no_wrap=True, justify="right")
+    t.add_column("command", no_wrap=True)
+    t.add_column("namespace/pod", overflow="fold", min_width=12)
+    cols = ("pairs/s", "conns", "pairs") + (("bytes", "served", "TLS") if wide else ())
+    for col in cols:
+        t.add_column(col, justify="right", no_wrap=True)
+    for row in rows:
+        cells = [str(row.pid if row.pid is not None else "?"), row.comm or "-",
+                 row.where or "host", fmt.rate(row.pairs_per_s, ""),
+                 fmt.count(row.active_connections), fmt.count(row.pairs)]
+        if wide:
+            cells += [fmt.size(row.bytes), fmt.count(row.server_pairs),
+                      fmt.count(row.tls_connections)]
+        t.add_row(*cells)
+    out.append(t if rows else Text("processes: none traced yet", style="bold cyan"))
+    for f in (failures or [])[:5]:
+        if isinstance(f, dict):
+            out.append(Text(f"TLS library not traced: pid {f.get('pid')} {f.get('path')}: "
+                            f"{f.get('reason')}", style=WARN))
+    return out
 
 
 def source_text(row: m.Session) -> str:

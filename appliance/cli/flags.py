@@ -20,6 +20,7 @@ SETTINGS_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--geneve", "geneve", {"action": "store_const", "const": True, "help": "also receive GENEVE on UDP 6081"}),
     ("--interface", "interface", {"help": "NIC to capture (gcp mode; default: the default route's)"}),
     ("--capture-all", "capture_all", {"action": "store_const", "const": True, "help": "capture every interface"}),
+    ("--pid", "ebpf_pids", {"metavar": "PID", "action": "append", "help": "ebpf mode: trace only this process and its children (repeatable)"}),
     ("--workers", "workers", {"metavar": "N", "help": "worker processes (default: CPU count)"}),
     ("--kafka", "kafka_brokers", {"metavar": "BOOTSTRAP", "help": "Kafka bootstrap servers"}),
     ("--topic", "kafka_topic", {"help": "Kafka topic (default akto.api.logs)"}),

@@ -11,9 +11,10 @@ from appliance.cli.flags import add_settings_flags, settings_from_args
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("run", help="run the appliance on live mirrored traffic",
+    p = sub.add_parser("run", help="run the appliance on live mirrored or traced traffic",
                        description="Capture mirrored traffic (aws: VXLAN on UDP 4789; gcp: all "
-                                   "ports on a NIC), pair HTTP and produce every pair to Kafka.")
+                                   "ports on a NIC) or trace this node's sockets and TLS "
+                                   "libraries (ebpf), pair HTTP and produce every pair to Kafka.")
     add_arguments(p)
     p.set_defaults(func=cmd_run)
 

@@ -100,6 +100,12 @@ class RingReader:
         self._rb.consume()
         return self._take()
 
+    def discard(self) -> int:
+        """Consume what the ring holds without decoding it; the number of records."""
+        n = self._rb.consume()
+        self._raw.clear()
+        return n
+
     @property
     def epoll_fd(self) -> int:
         return self._rb.epoll_fd
@@ -149,6 +155,7 @@ class Collector:
             self.ring_fds.append(libbpf.map_create_ringbuf(f"appl_ring{i}", cfg.ring_bytes))
         obj.map("rings").set_inner_map_fd(self.ring_fds[0])
         obj.map("conns").set_max_entries(cfg.max_conns)
+        obj.map("scratch").set_max_entries(libbpf.possible_cpus())  # one record per CPU
         obj.map("ssl_fd").set_max_entries(cfg.max_conns)
         obj.load()
 

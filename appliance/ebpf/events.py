@@ -73,6 +73,7 @@ class ConnOpen(NamedTuple):
     remote_port: int
     comm: str
     cgroup: int
+    netns: int = 0          # network namespace inode (as in /proc/PID/ns/net)
 
     @property
     def client_direction(self) -> Direction | None:
@@ -173,6 +174,7 @@ def decode(raw: bytes) -> Event:
         name = comm.split(b"\0", 1)[0].decode(errors="replace")
         if typ == EV_EXEC:
             return Exec(tgid, ts, name)
-        return ConnOpen(key, ts, _ROLES[role] if role < 3 else Role.UNKNOWN, bool(flags & F_TLS), bool(flags & F_FROM_START),
-                        _addr(family, laddr), lport, _addr(family, raddr), rport, name, cgroup)
+        return ConnOpen(key, ts, _ROLES[role] if role < 3 else Role.UNKNOWN, bool(flags & F_TLS),
+                        bool(flags & F_FROM_START), _addr(family, laddr), lport,
+                        _addr(family, raddr), rport, name, cgroup, extra)
     raise DecodeError(f"unknown record type {typ}")

@@ -6,7 +6,9 @@ looked up in the pods of this node, listed through the official `kubernetes` cli
 (in-cluster config: the DaemonSet's ServiceAccount may only get/list/watch pods) and
 cached. The node is NODE_NAME (downward API). A miss refreshes the list, at most once
 per `min_refresh` seconds, so a new pod is known within seconds and an unknown process
-costs nothing more.
+costs nothing more. With `background=True` (the runtime's workers) the lists run in a
+thread of their own: a lookup never waits for the API server, a miss returns None at
+once and the caller asks again later.
 
 Akto turns the labels into `x-akto-k8s-<label>` headers: `PodInfo.tag` is the JSON its
 `tag` field carries.
@@ -18,6 +20,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -82,7 +85,8 @@ class PodResolver:
     """pid -> PodInfo (None for a process outside any pod, or when the API fails)."""
 
     def __init__(self, api: Any, node: str, *, min_refresh: float = 5.0,
-                 cgroup_reader: Callable[[int], CgroupIds] = cgroup_of) -> None:
+                 cgroup_reader: Callable[[int], CgroupIds] = cgroup_of,
+                 background: bool = False) -> None:
         self.api = api              # kubernetes.client.CoreV1Api
         self.node = node
         self.min_refresh = min_refresh
@@ -92,6 +96,21 @@ class PodResolver:
         self._last_list = float("-inf")
         self.stats = K8sStats()
         self._warned = False
+        self._wanted: threading.Event | None = None
+        if background:
+            self._wanted = threading.Event()
+            self._wanted.set()  # the first list, at once
+            threading.Thread(target=self._refresher, name="pod-metadata", daemon=True).start()
+
+    def _refresher(self) -> None:
+        assert self._wanted is not None
+        while True:
+            self._wanted.wait()
+            wait = self._last_list + self.min_refresh - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            self._wanted.clear()
+            self.refresh()
 
     @classmethod
     def in_cluster(cls, node: str | None = None, **kw: Any) -> PodResolver:
@@ -142,7 +161,9 @@ class PodResolver:
         if ids.pod_uid is None and ids.container_id is None:
             return None  # a host process
         info = self._find(ids)
-        if info is None and time.monotonic() - self._last_list >= self.min_refresh:
+        if info is None and self._wanted is not None:
+            self._wanted.set()  # the refresher lists again (at most every min_refresh)
+        elif info is None and time.monotonic() - self._last_list >= self.min_refresh:
             self.refresh()
             info = self._find(ids)
         if info is None:

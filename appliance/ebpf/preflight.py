@@ -71,6 +71,20 @@ def missing_caps(want_uprobes: bool, caps: int | None = None) -> list[str]:
     return missing
 
 
+# the initial PID namespace's inode number, a kernel constant (PROC_PID_INIT_INO)
+INIT_PID_NS = "pid:[4026531836]"
+
+
+def nested_pid_namespace(ns_link: str = "/proc/self/ns/pid") -> bool:
+    """True when this process is in a PID namespace of its own (a container without
+    hostPID): the kernel's programs see the host's process ids, so the collector could not
+    exclude itself nor follow the processes it is told to trace."""
+    try:
+        return os.readlink(ns_link) != INIT_PID_NS
+    except OSError:
+        return False
+
+
 def tracefs_dir() -> str | None:
     for d in TRACEFS:
         if os.path.isdir(os.path.join(d, "events", "syscalls")):
@@ -97,6 +111,11 @@ def check(*, want_uprobes: bool, bpf_object: Path) -> None:
             f"eBPF: the kernel exposes no BTF ({BTF_PATH} missing): needs Linux >= 5.8 built "
             "with CONFIG_DEBUG_INFO_BTF=y (all major distributions since 2021); in a pod, "
             "mount the host's /sys/kernel read-only")
+    if nested_pid_namespace():
+        raise EnvironmentProblem(
+            "eBPF: the collector runs in a PID namespace of its own, so the process ids it "
+            "sees are not the kernel's: run it in the host's (Kubernetes: hostPID: true, as in "
+            "deploy/k8s/daemonset-ebpf.yaml; Docker: --pid host)")
     missing = missing_caps(want_uprobes)
     if missing:
         raise EnvironmentProblem("eBPF: missing capabilit" + ("ies " if len(missing) > 1 else "y ")

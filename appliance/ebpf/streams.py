@@ -46,7 +46,7 @@ class StreamConsumer(Protocol):
     def eof(self, direction: int) -> None: ...
 
 
-@dataclass
+@dataclass(eq=False)
 class Connection:
     open: ConnOpen
     consumer: StreamConsumer | None = None
@@ -68,6 +68,7 @@ class TrackerStats:
     orphan_records: int = 0       # for a connection never opened nor remembered
     midstream_starts: int = 0
     idle_closed: int = 0
+    evicted: int = 0
     proc_exits: int = 0
 
     def as_dict(self) -> dict[str, int]:
@@ -79,19 +80,26 @@ class ConnectionTracker:
 
     `open(conn)` returns the consumer for a new connection (or None to ignore it).
     `tls_ready_ns()`: kernel time of the latest TLS library attach; a TLS connection
-    opened before it may have had plaintext nobody saw, so it starts mid-way.
+    that began before it may have had plaintext nobody saw, so it starts mid-way.
+    `on_end(conn)`: called once for every connection that ends (close, process exit,
+    idleness, eviction), after its consumer was closed.
+
+    `conns` is kept in least-recently-active order (a connection moves to the end on
+    each payload event), so idle connections and eviction candidates are at the front.
     """
 
     def __init__(self, open: Callable[[Connection], StreamConsumer | None], *,
                  tls_ready_ns: Callable[[], int] = lambda: 0,
                  to_wall: Callable[[int], float] = lambda ns: ns / 1e9,
+                 on_end: Callable[[Connection], None] | None = None,
                  remember: int = 4096) -> None:
         self._open = open
         self._tls_ready_ns = tls_ready_ns
-        self._to_wall = to_wall
-        self.conns: dict[ConnKey, Connection] = {}
+        self.to_wall = to_wall
+        self._on_end = on_end
+        self.conns: OrderedDict[ConnKey, Connection] = OrderedDict()
         self.by_tgid: dict[int, set[ConnKey]] = {}
-        # connections closed for idleness: their open record, in case bytes follow
+        # connections closed for idleness or evicted: their open record, in case bytes follow
         self._recent: OrderedDict[ConnKey, ConnOpen] = OrderedDict()
         self._remember = remember
         self.stats = TrackerStats()
@@ -99,31 +107,37 @@ class ConnectionTracker:
     # -- input
 
     def feed(self, ev: Event) -> None:
-        if isinstance(ev, Data):
-            self._data(ev)
-        elif isinstance(ev, ConnOpen):
-            self._opened(ev)
-        elif isinstance(ev, Truncated):
-            self._trunc(ev)
-        elif isinstance(ev, Close):
-            self._close(ev)
-        elif isinstance(ev, ProcExit):
+        t = type(ev)
+        if t is Data:
+            self._data(ev)  # type: ignore[arg-type]
+        elif t is ConnOpen:
+            self._opened(ev)  # type: ignore[arg-type]
+        elif t is Truncated:
+            self._trunc(ev)  # type: ignore[arg-type]
+        elif t is Close:
+            self._close(ev)  # type: ignore[arg-type]
+        elif t is ProcExit:
             self.stats.proc_exits += 1
-            for key in list(self.by_tgid.get(ev.tgid, ())):
+            for key in list(self.by_tgid.get(ev.tgid, ())):  # type: ignore[union-attr]
                 self._finish(key)
-        elif isinstance(ev, Exec):
+        elif t is Exec:
             pass
 
+    def knows(self, key: ConnKey) -> bool:
+        """Is this connection open here, or remembered after an idle close/eviction?"""
+        return key in self.conns or key in self._recent
+
     def feed_all(self, events: list[Event]) -> None:
+        feed = self.feed
         for ev in events:
-            self.feed(ev)
+            feed(ev)
 
     # -- handlers
 
     def _opened(self, ev: ConnOpen) -> None:
-        old = self.conns.get(ev.key)
-        if old is not None:  # the same open re-sent: keep the first
+        if ev.key in self.conns:  # the same open re-sent: keep the first
             return
+        self._recent.pop(ev.key, None)
         self.conns[ev.key] = Connection(ev, tls=ev.tls, last_ts=ev.ts)
         self.by_tgid.setdefault(ev.key.tgid, set()).add(ev.key)
         self.stats.opened += 1
@@ -135,10 +149,12 @@ class ConnectionTracker:
             if o is None:
                 self.stats.orphan_records += 1
                 return None
-            # bytes after an idle close: a new stream on the same connection, mid-way
-            self._opened(ConnOpen(o.key, o.ts, o.role, o.tls, False, o.local_ip, o.local_port,
-                                  o.remote_ip, o.remote_port, o.comm, o.cgroup))
+            # bytes after an idle close or an eviction: the rest of the connection, as a
+            # new stream first seen mid-way (what the consumer held is gone)
+            self._opened(o._replace(from_start=False))
             c = self.conns[key]
+        else:
+            self.conns.move_to_end(key)
         return c
 
     def _start(self, c: Connection, ts: int, tls: bool) -> bool:
@@ -149,7 +165,8 @@ class ConnectionTracker:
         c.consumer = self._open(c)
         if c.consumer is None:
             return False
-        midway = not c.open.from_start or (c.tls and c.open.ts < self._tls_ready_ns())
+        # conn_id is the kernel time the connection was first seen (its accept/connect)
+        midway = not c.open.from_start or (c.tls and c.open.key.conn_id < self._tls_ready_ns())
         if midway:
             self.stats.midstream_starts += 1
             for d in (0, 1):
@@ -171,17 +188,19 @@ class ConnectionTracker:
 
     def _data(self, ev: Data) -> None:
         c = self._conn(ev.key)
-        if c is None or not self._start(c, ev.ts, ev.tls):
+        if c is None or (c.consumer is None and not self._start(c, ev.ts, ev.tls)):
             return
-        d = int(ev.direction)
-        if c.ended[d] or not self._advance(c, d, ev.offset):
+        d = ev.direction
+        off = ev.offset
+        if c.ended[d] or (off != c.next_off[d] and not self._advance(c, d, off)):
             return
-        assert c.consumer is not None
-        c.consumer.data(d, ev.offset, self._to_wall(ev.ts), ev.payload)
-        c.next_off[d] = ev.offset + len(ev.payload)
+        payload = ev.payload
+        c.consumer.data(d, off, self.to_wall(ev.ts), payload)  # type: ignore[union-attr]
+        c.next_off[d] = off + len(payload)
         c.last_ts = ev.ts
-        self.stats.data_records += 1
-        self.stats.data_bytes += len(ev.payload)
+        st = self.stats
+        st.data_records += 1
+        st.data_bytes += len(payload)
 
     def _trunc(self, ev: Truncated) -> None:
         c = self._conn(ev.key)
@@ -208,10 +227,10 @@ class ConnectionTracker:
                     self._advance(c, d, final)
         self._finish(ev.key)
 
-    def _finish(self, key: ConnKey) -> None:
+    def _finish(self, key: ConnKey) -> Connection | None:
         c = self.conns.pop(key, None)
         if c is None:
-            return
+            return None
         keys = self.by_tgid.get(key.tgid)
         if keys is not None:
             keys.discard(key)
@@ -226,21 +245,50 @@ class ConnectionTracker:
             close = getattr(c.consumer, "close", None)
             if close is not None:
                 close()
+        if self._on_end is not None:
+            self._on_end(c)
+        return c
+
+    def _forget(self, key: ConnKey) -> bool:
+        """End a connection the kernel still traces; bytes that follow reopen it mid-way."""
+        c = self._finish(key)
+        if c is None:
+            return False
+        self._recent[key] = c.open
+        while len(self._recent) > self._remember:
+            self._recent.popitem(last=False)
+        return True
 
     # -- housekeeping
 
-    def sweep(self, now_ns: int, idle_ns: int) -> list[ConnKey]:
-        """Close connections idle for idle_ns (TRAFFIC_INACTIVITY_THRESHOLD); returns
-        their keys, so the caller can drop the kernel's entries (Collector.forget)."""
-        out = [k for k, c in self.conns.items() if now_ns - c.last_ts >= idle_ns]
-        for k in out:
-            o = self.conns[k].open
-            self._finish(k)
+    def sweep(self, now_ns: int, idle_ns: int,
+              keep: Callable[[Connection], bool] | None = None) -> list[ConnKey]:
+        """End the connections idle for idle_ns (TRAFFIC_INACTIVITY_THRESHOLD), except
+        those `keep(conn)` wants kept (they move to the back); returns the keys ended."""
+        out: list[ConnKey] = []
+        conns = self.conns
+        limit = now_ns - idle_ns
+        kept: set[ConnKey] = set()
+        while conns:
+            k, c = next(iter(conns.items()))
+            if c.last_ts > limit or k in kept:
+                break
+            if keep is not None and keep(c):
+                kept.add(k)
+                conns.move_to_end(k)
+                continue
+            self._forget(k)
             self.stats.idle_closed += 1
-            self._recent[k] = o
-            while len(self._recent) > self._remember:
-                self._recent.popitem(last=False)
+            out.append(k)
         return out
+
+    def evict(self, key: ConnKey) -> bool:
+        """End one connection now (a limit was reached): what its consumer held goes out;
+        bytes that follow reopen it mid-way."""
+        if self._forget(key):
+            self.stats.evicted += 1
+            return True
+        return False
 
     def close_all(self) -> None:
         for k in list(self.conns):

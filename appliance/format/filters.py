@@ -49,7 +49,8 @@ def _is_ip(text: str) -> bool:
 
 
 class PairFilter:
-    """Callable on (request, response, client_ip, server_ip) -> drop reason or None."""
+    """Callable on (request, response, client_ip, server_ip[, server_side]) -> drop
+    reason or None; ``server_side``: the pair was observed at the server's end (eBPF)."""
 
     def __init__(self, discovery_rules: Iterable[Rule] = (), ignore_ip_host: bool = False,
                  ignore_metadata: bool = False, disable_egress: bool = False,
@@ -85,7 +86,7 @@ class PairFilter:
         return hit
 
     def __call__(self, req: Message, resp: Message | None, client_ip: bytes,
-                 server_ip: bytes) -> str | None:
+                 server_ip: bytes, server_side: bool = False) -> str | None:
         if self.rules:
             for name, reject_absent, pattern in self.rules:
                 value = req.header(name)
@@ -100,6 +101,6 @@ class PairFilter:
                 return "filter_cloud_metadata"
             if self.ignore_ip_host and (not host or _is_ip(host)):
                 return "filter_ip_host"
-        if self.disable_egress and not self.is_internal(server_ip):
+        if self.disable_egress and not server_side and not self.is_internal(server_ip):
             return "filter_egress"
         return None

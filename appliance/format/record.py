@@ -24,6 +24,12 @@ Every value is a string (Akto's consumer reads them as strings).  Decisions:
   ...), then the pair's own (``unpaired_request_gap``, ``unpaired_response_gap``,
   ``too_many_outstanding``, ``unexpected_101``, ``midstream``, ``pipeline_overflow``).
   A decode error keeps the pair with the raw body.  docs/anomalies.md lists them all.
+- A front end that observes *one end* of a connection (eBPF) gives its pairs a
+  :class:`SideInfo` as ``Pair.meta``: the record then carries Akto's ``direction`` (``"1"``
+  seen at the server, ``"2"`` at the client) and, for server-side views of a process in a
+  Kubernetes pod, ``tag`` (the pod's labels as a JSON object string, which Akto turns into
+  ``x-akto-k8s-<label>`` headers; like Akto, client-side views carry no tag: the labels
+  would name the caller, not the API).  Mirrored pairs carry neither.
 """
 
 from __future__ import annotations
@@ -40,7 +46,26 @@ import orjson
 
 from appliance.core.pair import Message, Pair
 
-PairFilterFn = Callable[[Message, "Message | None", bytes, bytes], "str | None"]
+PairFilterFn = Callable[[Message, "Message | None", bytes, bytes, bool], "str | None"]
+
+SERVER_SIDE = "1"  # Akto's `direction`: the pair was observed at the server's end
+CLIENT_SIDE = "2"  # ... at the client's end
+
+
+class SideInfo:
+    """``Pair.meta`` of a front end that sees one end of each connection: which end
+    (``direction``) and the server's pod labels (``tag``, JSON, or None).  Front ends
+    subclass it to keep their own details beside (the eBPF one: process id and name)."""
+
+    __slots__ = ("direction", "tag")
+
+    def __init__(self, direction: str, tag: str | None = None) -> None:
+        self.direction = direction
+        self.tag = tag
+
+    @property
+    def server_side(self) -> bool:
+        return self.direction == SERVER_SIDE
 
 # orjson: the JSON encoding of multi-kilobyte payload strings was the largest single
 # cost of a replay with the stdlib encoder (0.84 s of 4.4 s profiled)
@@ -205,6 +230,11 @@ def build_record(pair: Pair, source: str, account_id: str, cap: int) -> dict[str
         anomalies.extend(pair.anomalies)
     if anomalies:
         rec["anomalies"] = ",".join(dict.fromkeys(anomalies))  # each token once, in order
+    meta = pair.meta
+    if isinstance(meta, SideInfo):
+        rec["direction"] = meta.direction
+        if meta.tag is not None:
+            rec["tag"] = meta.tag
     return rec
 
 
@@ -228,7 +258,9 @@ class Formatter:
         counts = self.anomalies
         for pair in pairs:
             if flt is not None:
-                reason = flt(pair.request, pair.response, pair.client_ip, pair.server_ip)
+                meta = pair.meta
+                reason = flt(pair.request, pair.response, pair.client_ip, pair.server_ip,
+                             isinstance(meta, SideInfo) and meta.direction == SERVER_SIDE)
                 if reason is not None:
                     self.drops[reason] = self.drops.get(reason, 0) + 1
                     continue

@@ -456,6 +456,19 @@ class SourceSpec(Protocol):
 
     def open(self) -> Source: ...
 
+    def front_end(self, cfg):
+        """The sans-IO stage its source feeds (``Pipeline`` for captured frames; the eBPF
+        front end for socket events): take/buffered/shed/sweep/close/stats."""
+
+
+class _Frames:
+    """Sources of captured frames feed the mirroring pipeline."""
+
+    def front_end(self, cfg):
+        from appliance.core.pipeline import Pipeline
+
+        return Pipeline(cfg)
+
 
 class UdpSource:
     """VXLAN/GENEVE datagrams from UDP sockets, read with recvmmsg."""
@@ -495,7 +508,7 @@ class UdpSource:
             sock.close()
 
 
-class UdpSpec:
+class UdpSpec(_Frames):
     """The sockets of one worker's shard; the supervisor keeps its own copies open, so
     datagrams queue for a worker that is being restarted instead of being refused."""
 
@@ -551,7 +564,7 @@ class PcapSource:
         self.handle.close()
 
 
-class PcapSpec:
+class PcapSpec(_Frames):
     kind = "pcap"
 
     def __init__(self, interface: str, bpf: str, fanout_group: int | None):

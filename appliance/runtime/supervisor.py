@@ -165,11 +165,16 @@ class Supervisor:
         self.stopping = False
         self.running = False  # start-up finished: a worker that dies now is restarted
         self.unclean: list[str] = []  # worker deaths that lost what they held
+        self.collector = None  # ebpf mode: the kernel side (appliance/runtime/ebpf.py)
+        self.ebpf_clock = None
+        self.process_rates = None
 
     # -- start ----------------------------------------------------------------------------
     def _specs(self) -> list:
         s = self.s
         n = s.worker_count
+        if s.mode == "ebpf":
+            return self._ebpf_specs(n)
         if s.mode == "aws":
             from appliance.runtime.sources import UdpSpec, udp_sockets
 
@@ -211,6 +216,37 @@ class Supervisor:
             raise StartError(str(exc), 2) from None
         group = fanout_group_id() if n > 1 else None
         return [PcapSpec(iface, bpf, group) for _ in range(n)]
+
+    def _ebpf_specs(self, n: int) -> list:
+        from appliance.ebpf.preflight import EnvironmentProblem
+        from appliance.runtime import ebpf
+
+        try:
+            self.collector = ebpf.open_collector(self.s, n)
+        except EnvironmentProblem as exc:
+            raise StartError(str(exc), EXIT_CONFIG_ERROR) from None
+        self.ebpf_clock = ebpf.SharedClock()
+        self.ebpf_clock.set(self.collector.tls_ready_ns)
+        self.process_rates = ebpf.ProcessRates(RATE_WINDOW)
+        return ebpf.specs(self.s, self.collector, self.ebpf_clock)
+
+    def _processes(self) -> list:
+        from appliance.runtime import ebpf
+
+        return ebpf.merge_processes([rep.get("stats", {}).get("processes", [])
+                                     for rep in list(self.latest.values())])
+
+    def _poll_collector(self) -> None:
+        """ebpf mode: process starts -> TLS library rescans; the workers learn when a
+        library was last attached."""
+        col = self.collector
+        if col is None:
+            return
+        try:
+            if col.poll_control(0):
+                self.ebpf_clock.set(col.tls_ready_ns)
+        except Exception:  # noqa: BLE001 - a rescan must not stop the supervisor
+            log.exception("TLS library rescan failed")
 
     def _check_spool_dir(self) -> None:
         if self.jsonl:
@@ -460,6 +496,7 @@ class Supervisor:
                     except OSError as exc:
                         log.error("cannot restart worker %d: %s", sl.id, exc.strerror)
                         sl.restart_at = now + 1.0
+            self._poll_collector()
             if self._memory_check(now):
                 self.exit_code = EXIT_MEMORY
                 break
@@ -565,6 +602,9 @@ class Supervisor:
         for spec in self.specs:
             for sock, _ in getattr(spec, "socks", ()):
                 sock.close()
+        if self.collector is not None:
+            self.collector.close()  # detaches every probe: the node runs untraced again
+            self.collector = None
 
     # -- HTTP routes ----------------------------------------------------------------------
     def _healthz_route(self, query: str):
@@ -625,6 +665,8 @@ class Supervisor:
 
     def _update_rates(self) -> None:
         now = time.time()
+        if self.process_rates is not None:
+            self.process_rates.observe(now, self._processes())
         t = self.totals()
         vt = self._vni_totals()
         for vni, (p, _, _) in vt.items():
@@ -683,7 +725,7 @@ class Supervisor:
                 if mem.get("allowance_bytes"):
                     row["allowance_bytes"] = mem["allowance_bytes"]
             workers.append(row)
-        return {
+        doc = {
             "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
             "version": __version__, "core": core.CORE, "mode": s.mode,
             "hostname": socket.gethostname(),
@@ -700,6 +742,14 @@ class Supervisor:
             "kafka": self._kafka_totals(), "drops": drops,
             "history": self.rate_history.document(history),
         }
+        if s.mode == "ebpf":  # per-process and per-pod rows in place of mirror sessions
+            from appliance.runtime import ebpf
+
+            procs = self._processes()
+            if self.process_rates is not None:
+                procs = self.process_rates.annotate(procs)
+            doc.update(processes=procs, pods=ebpf.pods_of(procs), ebpf=ebpf.status(self.collector))
+        return doc
 
     def healthy(self) -> tuple[bool, str]:
         if self.stop.is_set() or self.stopping:
@@ -768,6 +818,20 @@ class Supervisor:
                     for name in sess:
                         sess[name].add_metric([str(row["vni"])], row[name])
                 yield from sess.values()
+                kernel = st.get("ebpf", {}).get("kernel")
+                if kernel:
+                    k = CounterMetricFamily("appliance_ebpf_kernel", "eBPF collector kernel "
+                                            "counters (ring_lost, tls_unlinked, ...)",
+                                            labels=["counter"])
+                    for name, n in sorted(kernel.items()):
+                        k.add_metric([name], n)
+                    yield k
+                    proc = CounterMetricFamily("appliance_process_pairs", "HTTP pairs per "
+                                               "traced process", labels=["pid", "comm", "pod"])
+                    for row in st.get("processes", []):
+                        proc.add_metric([str(row.get("pid")), str(row.get("comm") or ""),
+                                         str(row.get("pod") or "")], row.get("pairs", 0))
+                    yield proc
 
         reg = CollectorRegistry()
         reg.register(Collector())

@@ -131,13 +131,13 @@ class Worker:
                               adopt)
         self.source = spec.open()
         tune_gc()  # this process runs the core: the cyclic GC need not run so often
-        self.pipeline = Pipeline(pipeline_config(settings))
+        self.pipeline = spec.front_end(pipeline_config(settings))
         self.formatter = formatter(settings)
         self.errors_logged: set[str] = set()
         idle = rss_bytes()
         self.guard = MemoryGuard(allowance, idle)
         if self.guard.budget:  # the core's byte budget within the worker's allowance
-            self.pipeline = Pipeline(pipeline_config(settings, self.guard.budget))
+            self.pipeline = self.spec.front_end(pipeline_config(settings, self.guard.budget))
         self.idle = idle
         self.emitted = 0
         self.started = time.time()

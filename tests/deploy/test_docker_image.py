@@ -147,7 +147,7 @@ def test_the_image_holds_the_runtime_and_nothing_to_build_with(docker, image):
              " for t in cc gcc clang llc make; do command -v $t; done;"
              " ls -d /src /wheels /opt/build 2>/dev/null;"
              " python -m pip --version >/dev/null 2>&1 && echo has-pip;"
-             " python -c 'import pcapy, confluent_kafka, orjson; print(\"imports\")';"
+             " python -c 'import pcapy, confluent_kafka, orjson, kubernetes; print(\"imports\")';"
              # the eBPF collector's CO-RE object, compiled in the build stage, and libbpf1
              " python -c 'import appliance.ebpf, pathlib; p = pathlib.Path(appliance.ebpf.__file__)"
              ".parent / \"bpf/collector.bpf.o\"; print(\"bpf\", p.stat().st_size > 0)';"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from appliance.ebpf.collector import BPF_OBJECT, Collector, CollectorConfig, RingReader
 from appliance.ebpf.events import ConnOpen, Data, Event, Truncated
+from appliance.ebpf.ring import DirectRing
 from appliance.ebpf.streams import UNKNOWN, Connection, ConnectionTracker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -148,12 +150,15 @@ class Recorded:
 
 
 class Capture:
-    """A loaded collector (allow-list mode) and a tracker recording every connection."""
+    """A loaded collector (allow-list mode) and a tracker recording every connection.
+    `direct`: read the rings from their memory map (appliance.ebpf.ring, what the runtime
+    uses) instead of libbpf's consumer."""
 
-    def __init__(self, cfg: CollectorConfig | None = None) -> None:
+    def __init__(self, cfg: CollectorConfig | None = None, direct: bool = False) -> None:
         cfg = cfg or CollectorConfig(only_listed=True, rescan_interval=0)
         self.col = Collector(cfg).open()
-        self.readers = [RingReader(fd) for fd in self.col.ring_fds]
+        self.readers: list = ([DirectRing(fd, cfg.ring_bytes) for fd in self.col.ring_fds]
+                              if direct else [RingReader(fd) for fd in self.col.ring_fds])
         self.events: list[Event] = []
         self.conns: list[Recorded] = []
         self.tracker = ConnectionTracker(self._open, tls_ready_ns=lambda: self.col.tls_ready_ns)
@@ -166,7 +171,12 @@ class Capture:
     def pump(self, timeout_ms: int = 50) -> None:
         self.col.poll_control(0)
         for r in self.readers:
-            evs = r.poll(timeout_ms if len(self.readers) == 1 else 0)
+            wait = timeout_ms if len(self.readers) == 1 else 0
+            if isinstance(r, DirectRing):
+                select.select([r.fileno()], [], [], wait / 1000)
+                evs = r.read()
+            else:
+                evs = r.poll(wait)
             self.events.extend(evs)
             self.tracker.feed_all(evs)
 

@@ -45,6 +45,15 @@ class Logged:
             view = view[n:]
         self.sent.flush()
 
+    def send_vec(self, parts: list[bytes]) -> None:
+        """One sendmsg() with one iovec entry per part (then send() for any rest)."""
+        data = b"".join(parts)
+        n = self.sock.sendmsg(parts)
+        self.sent.write(data[:n])
+        self.sent.flush()
+        if n < len(data):
+            self.send(data[n:])
+
     def recv_more(self) -> bool:
         chunk = self.sock.recv(65536)
         if not chunk:
@@ -107,7 +116,9 @@ def serve(args: argparse.Namespace) -> None:
             close = target == "/close"
             resp = (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-Got: %d\r\n%s\r\n"
                     % (len(payload), len(body), b"Connection: close\r\n" if close else b""))
-            if args.one_write:
+            if args.sendmsg:
+                peer.send_vec([resp, payload])
+            elif args.one_write:
                 peer.send(resp + payload)
             else:
                 peer.send(resp)
@@ -154,6 +165,7 @@ def main() -> None:
     s.add_argument("--tls", nargs=2)
     s.add_argument("--once", action="store_true", help="exit after one connection")
     s.add_argument("--one-write", action="store_true", help="head and body in one send")
+    s.add_argument("--sendmsg", action="store_true", help="head and body in one sendmsg, two iovecs")
     s.add_argument("--write-size", type=int, default=1 << 30)
     s.add_argument("log_dir")
     c = sub.add_parser("client")

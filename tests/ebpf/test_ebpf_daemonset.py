@@ -52,3 +52,17 @@ def test_akto_variables_and_node_name(docs):
     assert SEED_VARIABLES <= set(env)
     assert env["APPLIANCE_MODE"]["value"] == "ebpf"
     assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+
+
+def test_environment_is_valid_for_the_runtime(docs):
+    """The manifest's variables pass the runtime's own validation: eBPF mode, plain and
+    TLS traffic (CAPTURE_ALL true, like Akto's), one worker under a half-core limit, the
+    memory ceiling below the container's limit."""
+    from appliance.config import load_settings
+
+    [c] = docs["DaemonSet"]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
+    s = load_settings(env=env)
+    assert s.mode == "ebpf" and s.ebpf_capture_plain is True and s.ebpf_tls is True
+    assert s.worker_count == 1 and s.mem_restart_mb < 1024
+    assert s.ebpf_pid_list == [] and c["args"] == ["run"]

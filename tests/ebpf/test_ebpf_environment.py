@@ -41,6 +41,26 @@ def test_tracefs_missing_and_not_mountable(monkeypatch, tmp_path):
     assert "mount -t tracefs" in one_line(str(e.value))
 
 
+def test_own_pid_namespace_is_refused(monkeypatch, tmp_path):
+    link = tmp_path / "pid"
+    link.symlink_to("pid:[4026532712]")
+    assert preflight.nested_pid_namespace(str(link))
+    assert not preflight.nested_pid_namespace()  # the suite runs in the host's namespace
+    monkeypatch.setattr(preflight, "nested_pid_namespace", lambda: True)
+    with pytest.raises(preflight.EnvironmentProblem) as e:
+        preflight.check(want_uprobes=False, bpf_object=BPF_OBJECT)
+    assert "hostPID: true" in one_line(str(e.value))
+
+
+@pytest.mark.skipif(not __import__("shutil").which("unshare"), reason="unshare not installed")
+def test_own_pid_namespace_is_refused_for_real():
+    """`unshare --pid --fork` puts the checker in a PID namespace of its own."""
+    r = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-m",
+                        "appliance.ebpf", "--no-tls"], capture_output=True, text=True,
+                       timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert r.returncode == 2 and "hostPID: true" in one_line(r.stderr.strip())
+
+
 def test_object_not_built(monkeypatch, tmp_path):
     monkeypatch.setattr(preflight, "missing_caps", lambda *a, **k: [])
     with pytest.raises(preflight.EnvironmentProblem) as e:

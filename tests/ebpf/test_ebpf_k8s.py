@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
@@ -29,10 +30,12 @@ class Api(BaseHTTPRequestHandler):
     pods: list = []
     calls: list = []
     fail = False
+    delay = 0.0
 
     def do_GET(self):
         u = urlparse(self.path)
         Api.calls.append((u.path, parse_qs(u.query)))
+        time.sleep(Api.delay)
         if Api.fail:
             self.send_response(503)
             self.end_headers()
@@ -52,6 +55,7 @@ class Api(BaseHTTPRequestHandler):
 @pytest.fixture
 def api():
     Api.pods, Api.calls, Api.fail = [pod("web-1", UID, {"app": "web", "tier": "front"}, CID)], [], False
+    Api.delay = 0.0
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Api)
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
@@ -116,3 +120,28 @@ def test_api_down_is_counted_not_fatal(api, caplog):
     assert r.stats.list_errors == 2
     warnings = [m for m in caplog.messages if "cannot list pods" in m]
     assert len(warnings) == 1 and "\n" not in warnings[0]
+
+
+def test_background_lookups_never_wait_for_the_api_server(api):
+    """The runtime's workers look pods up from their packet loop: with background=True a
+    lookup answers at once (None while the list is not in), the list runs in a thread."""
+    Api.delay = 1.0  # a slow API server
+    cg = {100: CgroupIds(UID, CID), 300: CgroupIds(None, CID2)}
+    r = PodResolver(api, "node-1", min_refresh=0.2, cgroup_reader=cg.__getitem__, background=True)
+    t0 = time.monotonic()
+    assert r.pod_of(100) is None                 # the first list is still on its way
+    assert time.monotonic() - t0 < 0.5
+    deadline = time.monotonic() + 10
+    while r.pod_of(100) is None:
+        assert time.monotonic() < deadline, "the background list never arrived"
+        time.sleep(0.05)
+    assert r.pod_of(100).name == "web-1"
+    # a new pod: the miss asks the thread for a list, and the lookup still does not wait
+    Api.pods.append(pod("api-7", "11111111-2222-3333-4444-555555555555", {"app": "api"}, CID2))
+    t0 = time.monotonic()
+    assert r.pod_of(300) is None and time.monotonic() - t0 < 0.5
+    deadline = time.monotonic() + 10
+    while r.pod_of(300) is None:
+        assert time.monotonic() < deadline, "the new pod was never listed"
+        time.sleep(0.05)
+    assert r.pod_of(300).name == "api-7"

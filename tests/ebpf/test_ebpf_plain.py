@@ -174,3 +174,20 @@ def test_connection_first_seen_midway_starts_with_unknown_gap(capture, netns, tm
             assert got[d] and truth_.endswith(got[d])
         assert got[Direction.EGRESS if view is capture.of(cli.pid)[0] else Direction.INGRESS] \
             .endswith(req("/close"))
+
+
+def test_iovec_entries_share_records(capture, netns, tmp_path):
+    """A response written by one sendmsg() of two iovec entries (head, body), like nginx's
+    writev: the entries are packed into the same 16 KiB records, every byte exact."""
+    sends = [(req("/size/100"), 1), (req("/size/40000"), 1), (req("/close"), 1)]
+    server, client, srv, cli = run_pair(capture, netns, tmp_path, sends,
+                                        server_args=("--sendmsg",))
+    s_sent, _ = truth(tmp_path, "server0")
+    assert server.stream(Direction.EGRESS) == s_sent
+    egress = [e for e in data_events(capture.events, srv.pid)
+              if isinstance(e, Data) and e.direction == Direction.EGRESS]
+    small, *big, close = egress
+    head = s_sent[:s_sent.index(b"\r\n\r\n") + 4]
+    assert small.payload == s_sent[:len(head) + 100]  # head and body: one record
+    assert [len(e.payload) for e in big[:-1]] == [16384] * (len(big) - 1)  # full records
+    assert sum(len(e.payload) for e in big) == len(s_sent) - len(small.payload) - len(close.payload)

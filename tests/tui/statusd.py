@@ -98,6 +98,57 @@ def sample_status(**overrides) -> dict:
     return doc
 
 
+def sample_ebpf_status(**overrides) -> dict:
+    """An eBPF-mode document: no mirror sessions; traced processes (two in a pod, one on
+    the host, one that exited), the kernel side's counters and TLS libraries."""
+    doc = sample_status(mode="ebpf", hostname="node-a1", sessions=[], history=None)
+    doc["drops"] = {"duplicate_client_view": 310, "filter_egress": 4}
+    doc["processes"] = [
+        {"pid": 4100, "comm": "nginx", "connections": 420, "active_connections": 12,
+         "pairs": 3900, "server_pairs": 3900, "bytes_in": 2_100_000, "bytes_out": 31_000_000,
+         "tls_connections": 420, "last_seen": NOW - 0.2, "exited": False,
+         "namespace": "shop", "pod": "api-7d9f8c6b5-x2kq4", "container": "nginx",
+         "pairs_per_s": 35.0, "bytes_per_s": 600_000.0},
+        {"pid": 4188, "comm": "envoy", "connections": 330, "active_connections": 20,
+         "pairs": 610, "server_pairs": 0, "bytes_in": 900_000, "bytes_out": 400_000,
+         "tls_connections": 0, "last_seen": NOW - 1.5, "exited": False,
+         "namespace": "shop", "pod": "api-7d9f8c6b5-x2kq4", "container": "istio-proxy",
+         "pairs_per_s": 4.0, "bytes_per_s": 9_000.0},
+        {"pid": 977, "comm": "python3", "connections": 40, "active_connections": 1,
+         "pairs": 57, "server_pairs": 57, "bytes_in": 30_000, "bytes_out": 80_000,
+         "tls_connections": 0, "last_seen": NOW - 30, "exited": False,
+         "namespace": None, "pod": None, "container": None,
+         "pairs_per_s": 1.0, "bytes_per_s": 1_000.0},
+        {"pid": 5012, "comm": "curl", "connections": 1, "active_connections": 0,
+         "pairs": 1, "server_pairs": 0, "bytes_in": 900, "bytes_out": 80,
+         "tls_connections": 1, "last_seen": NOW - 400, "exited": True,
+         "namespace": None, "pod": None, "container": None,
+         "pairs_per_s": 0.0, "bytes_per_s": 0.0},
+    ]
+    doc["pods"] = [{"namespace": "shop", "pod": "api-7d9f8c6b5-x2kq4", "processes": 2,
+                    "connections": 750, "active_connections": 32, "pairs": 4510,
+                    "bytes_in": 3_000_000, "bytes_out": 31_400_000, "last_seen": NOW - 0.2}]
+    doc["ebpf"] = {"kernel": {"ring_lost": 0, "tls_unlinked": 2, "cipher_bytes": 9_000_000,
+                              "truncated_bytes": 65536, "conns_opened": 791,
+                              "conn_table_full": 0, "iov_short": 0, "execs_seen": 12,
+                              "tls_files_attached": 1, "tls_attach_failures": 1},
+                   "config": {"rings": 2, "ring_bytes": 8 << 20, "max_call_bytes": 262144,
+                              "capture_plain": True, "tls": True, "pids": []},
+                   "tls": {"files": [{"library": "openssl",
+                                      "path": "/usr/lib/x86_64-linux-gnu/libssl.so.3",
+                                      "inode": 1234, "symbols": ["SSL_write", "SSL_read"],
+                                      "pids": [4100]}],
+                           "failures": [{"pid": 6001, "path": "/opt/app/libssl.so.1.1 (deleted)",
+                                         "reason": "library file was deleted after the process "
+                                                   "mapped it (upgraded on disk): restart the "
+                                                   "process to trace it"}],
+                           "scans": 3}}
+    doc.update(overrides)
+    if "history" not in overrides:
+        doc["history"] = sample_history(doc)
+    return doc
+
+
 def cut_history(doc: dict, seconds: int | None) -> dict:
     """What the runtime answers to ``?history=N``: only the last N seconds."""
     hist = doc.get("history") if isinstance(doc, dict) else None

@@ -14,7 +14,7 @@ import socket
 import time
 
 import pytest
-from statusd import NOW, StatusServer, sample_history, sample_status
+from statusd import NOW, StatusServer, sample_ebpf_status, sample_history, sample_status
 
 from tui.app import ConsoleApp
 
@@ -22,7 +22,7 @@ from tui.app import ConsoleApp
 # range (32768-60999), so no outgoing connection can hold them.  Another run of these
 # tests on the same machine (a second checkout) may hold one for a second or two: wait for
 # it; a service that keeps one fails loudly after PORT_WAIT.
-PORT_A, PORT_B, PORT_CLOSED, PORT_OTHER = 27311, 27312, 27313, 27314
+PORT_A, PORT_B, PORT_CLOSED, PORT_OTHER, PORT_EBPF = 27311, 27312, 27313, 27314, 27315
 PORT_WAIT = 60.0
 
 
@@ -63,6 +63,13 @@ def server_b():
                          active_connections=3900)
     doc["history"] = sample_history(doc)
     srv = fixed_server(PORT_B, doc)
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def server_ebpf():
+    srv = fixed_server(PORT_EBPF, sample_ebpf_status())
     yield srv
     srv.close()
 
@@ -183,4 +190,19 @@ def test_session_120x40(snap_compare, server_a):
     """The second session's details on a larger terminal."""
     app = app_for(server_a.url)
     assert snap_compare(app, terminal_size=(120, 40), press=["down", "enter"],
+                        run_before=read_once)
+
+
+def test_ebpf_appliance_120x40(snap_compare, server_ebpf):
+    """An eBPF-mode appliance: traced processes (with their pods) in place of sessions."""
+    app = app_for(server_ebpf.url)
+    assert snap_compare(app, terminal_size=(120, 40), run_before=read_once)
+
+
+def test_ebpf_appliance_80x24_sorted_and_filtered(snap_compare, server_ebpf):
+    """The processes table at the smallest size, sorted by PID, filtered to one pod."""
+    app = app_for(server_ebpf.url)
+    assert snap_compare(app, terminal_size=(80, 24),
+                        press=["s", "s", "s", "s", "s", "s", "slash", "s", "h", "o", "p",
+                               "enter"],
                         run_before=read_once)

@@ -59,6 +59,22 @@ def test_status_table(server):
     assert "1234" in out and "57.2 MiB" in out
 
 
+def test_status_table_ebpf_mode(server):
+    from statusd import sample_ebpf_status
+
+    server.set(sample_ebpf_status())
+    proc = appliance("status", "--url", server.url)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for needle in ("mode ebpf", "processes (4)", "4100", "nginx", "shop/api-7d9f8c6b5-x2kq4",
+                   "host", "3.9k", "TLS unlinked 2", "TLS libraries 1", "not attached 1",
+                   "seen at both ends 310", "TLS library not traced: pid 6001"):
+        assert needle in out, (needle, out)
+    assert "sessions" not in out
+    narrow = appliance("status", "--url", server.url, columns=80).stdout
+    assert "nginx" in narrow and all(len(line) <= 80 for line in narrow.splitlines())
+
+
 def test_status_table_in_a_narrow_terminal(server):
     proc = appliance("status", "--url", server.url, columns=80)
     assert proc.returncode == 0, proc.stderr

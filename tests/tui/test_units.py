@@ -101,6 +101,30 @@ def test_filter_and_sort():
     assert [r.vni for r in m.sort_sessions(idle, "bytes_per_s", True)] == [1, 2, 3]
 
 
+def test_processes_are_read_tolerantly_sorted_and_filtered():
+    from statusd import sample_ebpf_status
+
+    doc = sample_ebpf_status()
+    assert m.is_ebpf(doc) and not m.is_ebpf(sample_status())
+    rows = m.processes(doc)
+    assert [r.pid for r in rows] == [4100, 4188, 977, 5012]
+    assert rows[0].where == "shop/api-7d9f8c6b5-x2kq4" and rows[2].where is None
+    assert rows[0].bytes == 33_100_000 and rows[0].last_seen_ago == pytest.approx(0.2)
+    assert rows[3].exited and not rows[0].exited
+    assert [r.pid for r in m.filter_processes(rows, "shop envoy")] == [4188]
+    assert [r.pid for r in m.filter_processes(rows, "python")] == [977]
+    assert [r.pid for r in m.sort_processes(rows, "pairs", True)] == [4100, 4188, 977, 5012]
+    assert [r.pid for r in m.sort_processes(rows, "pid", False)] == [977, 4100, 4188, 5012]
+    assert [r.pid for r in m.sort_processes(rows, "last_seen", True)] == [4100, 4188, 977, 5012]
+    junk = {"now": 10, "processes": [{"pid": 1, "pairs": "many", "last_seen": None},
+                                     {"pid": 1}, "junk", {"pid": True, "comm": 5}]}
+    got = m.processes(junk)
+    assert [r.key for r in got] == ["pid-1", "pid-1#2", "pid-?"]
+    assert got[0].pairs is None and got[0].bytes is None and got[2].comm == "5"
+    for bad in (None, {}, {"processes": None}, {"processes": {"1": {}}}):
+        assert m.processes(bad) == []
+
+
 def test_drops_largest_first_without_zeros():
     assert m.drops(sample_status()) == [("ignored_port", 345), ("filter_cloud_metadata", 12)]
     assert m.drops({"drops": "x"}) == [] and m.drops(None) == []

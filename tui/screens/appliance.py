@@ -1,5 +1,7 @@
 """One appliance: the status bar, three panels (throughput plots, memory, Kafka and drops)
-and the mirror sessions table; Enter on a session opens its details."""
+and the mirror sessions table; Enter on a session opens its details.  An eBPF-mode
+appliance has no mirror sessions: the table lists its traced processes instead (with
+their Kubernetes namespace and pod)."""
 
 from __future__ import annotations
 
@@ -39,10 +41,40 @@ SESSION_COLUMNS = (
 )
 
 
+# eBPF mode: one row per traced process
+PROCESS_COLUMNS = (
+    Column("pid", "PID", 7),
+    Column("comm", "command", 15, min_width=8, grow_priority=4),
+    Column("where", "namespace/pod", 30, min_width=12, priority=0.5, grow_priority=4.5),
+    Column("pairs_per_s", "pairs/s", 7, right=True, priority=1),
+    Column("bytes_per_s", "bits/s", 11, right=True, priority=1.5),
+    Column("active_connections", "conns", 6, right=True, priority=2),
+    Column("last_seen", "last seen", 9, right=True, priority=2),
+    Column("pairs", "pairs", 7, right=True, priority=3),
+    Column("bytes", "bytes", 9, right=True, priority=4),
+    Column("server_pairs", "served", 7, right=True, priority=5),
+    Column("tls_connections", "TLS", 5, right=True, priority=5),
+)
+
+# (columns, sort keys, the rows' name, the filter's hint) of each kind of table
+KINDS = {
+    "sessions": (SESSION_COLUMNS, m.SORT_KEYS, "session",
+                 "/ filter: VNI, ENI, instance, session, policy"),
+    "processes": (PROCESS_COLUMNS, m.PROCESS_SORT_KEYS, "process",
+                  "/ filter: PID, command, namespace, pod"),
+}
+
+
 class SessionTable(DataTable):
-    """The sessions table; Enter (or a click) on a row opens the session's details."""
+    """The sessions table; Enter (or a click) on a row opens the session's details.
+    Process rows (eBPF mode) have no details screen: Enter is not offered there."""
 
     BINDINGS = [Binding("enter", "select_cursor", "Details")]
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "select_cursor" and getattr(self.screen, "kind", "") == "processes":
+            return False
+        return True
 
 
 class ApplianceScreen(ViewScreen):
@@ -78,6 +110,8 @@ class ApplianceScreen(ViewScreen):
         self.can_go_back = can_go_back
         self.sort_index = 0
         self.descending = m.SORT_KEYS[0][2]
+        self.kind = "sessions"
+        self._sorts = {kind: (0, keys[0][2]) for kind, (_, keys, _, _) in KINDS.items()}
         self._row_keys: list[str] = []
         self._cell_cache: dict[str, list[str]] = {}
         self._columns_for: tuple | None = None
@@ -117,6 +151,7 @@ class ApplianceScreen(ViewScreen):
     # -- drawing --------------------------------------------------------------------
     def update_view(self) -> None:
         st = self.state
+        self._set_kind("processes" if m.is_ebpf(st.status) else "sessions")
         self.set_class(not st.reachable and st.status is not None, "-stale")
         self.query_one(StatusBar).show(st)
         self.query_one(RatePlots).show(st, m.rates(st.status) if st.reachable else None)
@@ -124,12 +159,28 @@ class ApplianceScreen(ViewScreen):
         self.query_one(KafkaView).show(st)
         self._update_table()
 
+    def _set_kind(self, kind: str) -> None:
+        """Sessions or processes: each keeps its own sort."""
+        if kind == self.kind:
+            return
+        self._sorts[self.kind] = (self.sort_index, self.descending)
+        self.kind = kind
+        self.sort_index, self.descending = self._sorts[kind]
+        self._columns_for = None
+        self.query_one("#filter-label", Static).update(kind.capitalize())
+        self.query_one("#filter", Input).placeholder = KINDS[kind][3]
+        self.refresh_bindings()
+
+    @property
+    def sort_keys(self) -> tuple[tuple[str, str, bool], ...]:
+        return KINDS[self.kind][1]
+
     def _fitted_columns(self) -> list[Column]:
         """The columns that fit the table whole; the sort column carries ▼/▲."""
-        key = m.SORT_KEYS[self.sort_index][0]
+        key = self.sort_keys[self.sort_index][0]
         arrow = " ▼" if self.descending else " ▲"
         cols = [replace(c, label=c.label + arrow, width=c.width + 2, priority=-1)
-                if c.key == key else c for c in SESSION_COLUMNS]
+                if c.key == key else c for c in KINDS[self.kind][0]]
         table = self.query_one("#sessions", DataTable)
         return fit(cols, table_room(table, self.size.width or 80))
 
@@ -153,19 +204,53 @@ class ApplianceScreen(ViewScreen):
             "session_id": Text(row.session_id or "-", style="" if row.session_id else r.DIM),
         }
 
+    @staticmethod
+    def _process_cells(row: m.Process) -> dict[str, Text]:
+        def right(value: str, style: str = "") -> Text:
+            return Text(value, style=style, justify="right")
+
+        stale = row.last_seen_ago is not None and row.last_seen_ago >= 60
+        where = row.where
+        return {
+            "pid": Text(str(row.pid) if row.pid is not None else "?",
+                        style=r.DIM if row.exited else "bold"),
+            "comm": Text(row.comm or "-", style=r.DIM if row.exited else ""),
+            "where": Text(where or "host", style="" if where else r.DIM),
+            "pairs_per_s": right(fmt.rate(row.pairs_per_s, "")),
+            "bytes_per_s": right(fmt.bits(row.bytes_per_s)),
+            "active_connections": right(fmt.count(row.active_connections)),
+            "last_seen": right(fmt.ago(row.last_seen_ago), r.WARN if stale else ""),
+            "pairs": right(fmt.count(row.pairs)),
+            "bytes": right(fmt.size(row.bytes)),
+            "server_pairs": right(fmt.count(row.server_pairs)),
+            "tls_connections": right(fmt.count(row.tls_connections)),
+        }
+
     def visible_sessions(self, everything: list[m.Session] | None = None) -> list[m.Session]:
         query = self.query_one("#filter", Input).value
-        key = m.SORT_KEYS[self.sort_index][0]
+        key = m.SORT_KEYS[self.sort_index][0] if self.kind == "sessions" else "vni"
         if everything is None:
             everything = m.sessions(self.state.status)
         return m.sort_sessions(m.filter_sessions(everything, query), key, self.descending)
+
+    def visible_processes(self, everything: list[m.Process]) -> list[m.Process]:
+        query = self.query_one("#filter", Input).value
+        key = m.PROCESS_SORT_KEYS[self.sort_index][0]
+        return m.sort_processes(m.filter_processes(everything, query), key, self.descending)
 
     def _update_table(self) -> None:
         table = self.query_one("#sessions", DataTable)
         columns = self._fitted_columns()
         signature = tuple(columns)
-        everything = m.sessions(self.state.status)
-        rows = self.visible_sessions(everything)
+        everything: list
+        if self.kind == "processes":
+            everything = m.processes(self.state.status)
+            rows: list = self.visible_processes(everything)
+            cells_of = self._process_cells
+        else:
+            everything = m.sessions(self.state.status)
+            rows = self.visible_sessions(everything)
+            cells_of = self._cells  # type: ignore[assignment]
         keys = [row.key for row in rows]
         if signature != self._columns_for:
             table.clear(columns=True)
@@ -178,7 +263,7 @@ class ApplianceScreen(ViewScreen):
         if keys == self._row_keys:
             # same rows in the same order: touch only the cells whose text changed
             for row in rows:
-                cells = fit_cells(self._cells(row), columns)
+                cells = fit_cells(cells_of(row), columns)
                 plain = [cells[c.key].plain + str(cells[c.key].style) for c in columns]
                 old = self._cell_cache.get(row.key)
                 for i, col in enumerate(columns):
@@ -191,7 +276,7 @@ class ApplianceScreen(ViewScreen):
             table.clear()
             self._cell_cache = {}
             for row in rows:
-                cells = fit_cells(self._cells(row), columns)
+                cells = fit_cells(cells_of(row), columns)
                 table.add_row(*(cells[c.key] for c in columns), key=row.key)
                 self._cell_cache[row.key] = [cells[c.key].plain + str(cells[c.key].style)
                                              for c in columns]
@@ -201,15 +286,16 @@ class ApplianceScreen(ViewScreen):
             if scroll_y:
                 self.call_after_refresh(table.scroll_to, y=scroll_y, animate=False)
         total = len(everything)
-        label = m.SORT_KEYS[self.sort_index][1]
+        label = self.sort_keys[self.sort_index][1]
+        noun = KINDS[self.kind][2]
         counts = f"{len(rows)}/{total}" if len(rows) != total else f"{total}"
+        plural = noun + ("es" if noun.endswith("s") else "s") if total != 1 else noun
         self.query_one("#sort-label", Static).update(
-            f"{counts} session{'s' if total != 1 else ''} · sort {label} "
-            f"{'▼' if self.descending else '▲'}")
+            f"{counts} {plural} · sort {label} {'▼' if self.descending else '▲'}")
 
     # -- actions --------------------------------------------------------------------
     def open_session(self, key: str | None) -> None:
-        if key is not None and key in self._row_keys:
+        if self.kind == "sessions" and key is not None and key in self._row_keys:
             self.app.push_screen(SessionScreen(self.console_state, self.url, key))
 
     @on(DataTable.RowSelected, "#sessions")
@@ -217,8 +303,8 @@ class ApplianceScreen(ViewScreen):
         self.open_session(event.row_key.value)
 
     def action_sort(self) -> None:
-        self.sort_index = (self.sort_index + 1) % len(m.SORT_KEYS)
-        self.descending = m.SORT_KEYS[self.sort_index][2]
+        self.sort_index = (self.sort_index + 1) % len(self.sort_keys)
+        self.descending = self.sort_keys[self.sort_index][2]
         self._update_table()
 
     def action_reverse(self) -> None:
@@ -262,7 +348,7 @@ class ApplianceScreen(ViewScreen):
     @on(DataTable.HeaderSelected, "#sessions")
     def _header_clicked(self, event: DataTable.HeaderSelected) -> None:
         key = event.column_key.value
-        for i, (sort_key, _, desc) in enumerate(m.SORT_KEYS):
+        for i, (sort_key, _, desc) in enumerate(self.sort_keys):
             if sort_key == key:
                 if i == self.sort_index:
                     self.descending = not self.descending

@@ -155,11 +155,20 @@ struct {
 	__uint(max_entries, 1 << 16);
 } ctl_ring SEC(".maps");
 
+/* The record being filled: twice the chunk size, so that the verifier can bound a copy of
+ * up to CHUNK_SIZE bytes at any fill below CHUNK_SIZE; at most CHUNK_SIZE are sent. Over
+ * the 32 KiB a per-CPU map value may hold, hence an array indexed by the CPU (a program
+ * and the tail calls it chains run on one CPU); user space sizes it to the CPUs. */
+struct ev_scratch {
+	struct ev_hdr h;
+	__u8 data[CHUNK_SIZE * 2];
+};
+
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct ev_data);
+	__type(value, struct ev_scratch);
 } scratch SEC(".maps");
 
 struct {
@@ -237,23 +246,66 @@ static __always_inline void read_tuple(struct sock *sk, struct ev_open *o)
 	}
 }
 
-/* Symmetric in the two ends, so the client's and the server's view of one connection on
- * this node land in the same worker (which keeps the server-side view). An IPv4-mapped
- * IPv6 address hashes like its IPv4 form: the ::ffff words cancel out in the XOR. */
-static __always_inline __u32 ring_of(struct ev_open *o)
+/* The socket's network namespace (its inode number, as in /proc/PID/ns/net). */
+static __always_inline __u32 netns_of(struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+}
+
+/* 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104: the same loopback address exists in every
+ * network namespace, so it names an endpoint only together with the namespace. */
+static __always_inline bool is_loopback(__u16 family, __u8 *a)
+{
+	__u32 w[4];
+
+	__builtin_memcpy(w, a, 16);
+	if (family == AF_INET)
+		return a[0] == 127;
+	if (w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff))
+		return a[12] == 127;
+	return w[0] == 0 && w[1] == 0 && w[2] == 0 && w[3] == bpf_htonl(1);
+}
+
+/* The worker ring of a connection. When the role is known, a hash of the *client's*
+ * endpoint (address, port, and the namespace for a loopback address): the client's and
+ * the server's views of one connection between two processes of this node land in the
+ * same worker even when a service address was translated on the way (kube-proxy DNAT
+ * changes the server's address and port, never the client's), and the worker keeps the
+ * server-side view. A connection first seen mid-way (role unknown) hashes its 4-tuple
+ * symmetrically. An IPv4-mapped IPv6 address hashes like its IPv4 form. */
+static __always_inline __u32 ring_of(struct ev_open *o, __u8 role, __u32 netns)
 {
 	__u32 n = cfg.n_rings;
-	__u32 h = o->lport ^ o->rport;
-	__u32 w[4], v[4];
+	__u32 h, w[4], v[4];
+	__u8 *ca;
+	__u16 cport;
+	bool v4;
 
 	if (n <= 1)
 		return 0;
 	__builtin_memcpy(w, o->laddr, 16);
 	__builtin_memcpy(v, o->raddr, 16);
-	if (o->family == AF_INET)
-		h ^= w[0] ^ v[0];
-	else
-		h ^= w[0] ^ w[1] ^ w[2] ^ w[3] ^ v[0] ^ v[1] ^ v[2] ^ v[3];
+	v4 = o->family == AF_INET;
+	if (role == ROLE_UNKNOWN) {
+		h = o->lport ^ o->rport;
+		if (v4)
+			h ^= w[0] ^ v[0];
+		else
+			h ^= w[0] ^ w[1] ^ w[2] ^ w[3] ^ v[0] ^ v[1] ^ v[2] ^ v[3];
+	} else {
+		bool client_local = role == ROLE_CLIENT;
+		ca = client_local ? o->laddr : o->raddr;
+		cport = client_local ? o->lport : o->rport;
+		h = cport;
+		if (v4)
+			h ^= client_local ? w[0] : v[0];
+		else if (client_local)
+			h ^= w[0] ^ w[1] ^ w[2] ^ w[3];
+		else
+			h ^= v[0] ^ v[1] ^ v[2] ^ v[3];
+		if (is_loopback(o->family, ca))
+			h ^= netns;
+	}
 	h *= 0x9E3779B1u;
 	return (h >> 8) % n;
 }
@@ -285,6 +337,7 @@ static __always_inline void emit_open(struct conn_key *k, struct conn_state *c)
 		return;
 	fill_hdr(&o.h, EV_OPEN, k, c);
 	read_tuple((struct sock *)c->sk, &o);
+	o.h.extra = netns_of((struct sock *)c->sk);
 	bpf_get_current_comm(o.comm, sizeof(o.comm));
 	if (bpf_ringbuf_output(rb, &o, sizeof(o), 0))
 		stat_add(ST_RING_LOST, 1);
@@ -296,8 +349,11 @@ static __always_inline void emit_close(struct conn_key *k, struct conn_state *c)
 {
 	struct ev_hdr h = {};
 	__u32 ring = c->ring;
-	void *rb = bpf_map_lookup_elem(&rings, &ring);
+	void *rb;
 
+	if (!c->open_sent)
+		return; /* user space never heard of it */
+	rb = bpf_map_lookup_elem(&rings, &ring);
 	if (!rb)
 		return;
 	fill_hdr(&h, EV_CLOSE, k, c);
@@ -329,7 +385,7 @@ static __always_inline struct conn_state *conn_get(struct conn_key *k, __u64 sk,
 	n.role = role;
 	n.flags = fresh ? F_FROM_START : 0;
 	read_tuple((struct sock *)sk, &o);
-	n.ring = ring_of(&o);
+	n.ring = ring_of(&o, role, netns_of((struct sock *)sk));
 	if (bpf_map_update_elem(&conns, k, &n, BPF_ANY)) {
 		stat_add(ST_CONN_TABLE_FULL, 1);
 		return NULL;
@@ -338,7 +394,11 @@ static __always_inline struct conn_state *conn_get(struct conn_key *k, __u64 sk,
 	if (!c)
 		return NULL;
 	stat_add(ST_CONNS, 1);
-	emit_open(k, c);
+	/* accept/connect: the open record waits for the first byte traced (a connection
+	 * that never carries any, like a health check's or a plain one with CAPTURE_ALL
+	 * false, costs user space nothing) */
+	if (!fresh)
+		emit_open(k, c);
 	return c;
 }
 
@@ -398,14 +458,16 @@ struct emit_job {
 	__u64 done;     /* captured so far */
 	__u64 seg;      /* current user segment */
 	__u64 left;     /* bytes left in it */
+	__u64 rec_off;  /* stream offset of the record being filled */
+	__u32 fill;     /* bytes in it (the scratch record), not sent yet */
 	__u32 iov_i;
 	__u32 ring;
 	__u8 dir;
 	__u8 kind;
 	__u8 flags;     /* header flags */
 	__u8 role;
-	__u32 pad;
 };
+
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -482,6 +544,8 @@ static __always_inline void emit_payload(void *ctx, __u32 which, struct conn_key
 	j->seg = kind == K_BUF ? buf : 0;
 	j->left = kind == K_BUF ? total : 0;
 	j->iov_i = 0;
+	j->fill = 0;
+	j->rec_off = off;
 	j->ring = c->ring;
 	j->dir = dir;
 	j->kind = kind;
@@ -491,11 +555,33 @@ static __always_inline void emit_payload(void *ctx, __u32 which, struct conn_key
 	stat_add(ST_RING_LOST, 1); /* emitter missing: the jump in offsets shows the loss */
 }
 
+/* Send the record being filled, if any. */
+static __always_inline void flush(void *rb, struct ev_scratch *e, struct emit_job *j)
+{
+	__u32 n = j->fill;
+
+	if (!n)
+		return;
+	if (n > CHUNK_SIZE)
+		n = CHUNK_SIZE; /* never: a record is sent once it holds CHUNK_SIZE */
+	job_hdr(&e->h, EV_DATA, j);
+	e->h.len = n;
+	e->h.offset = j->rec_off;
+	if (bpf_ringbuf_output(rb, e, sizeof(e->h) + n, 0))
+		stat_add(ST_RING_LOST, 1);
+	j->fill = 0;
+}
+
+/* One step of a job: move to the next iovec entry if the current one is used up, copy
+ * what fits of the current segment into the record being filled; send the record when it
+ * is full, when the call's bytes are all in, or when no entry follows. Consecutive iovec
+ * entries (a response head and body written by one writev) share records. */
 static __always_inline int run_job(void *ctx, __u32 which)
 {
 	__u32 zero = 0;
+	__u32 cpu = bpf_get_smp_processor_id();
 	struct emit_job *j = bpf_map_lookup_elem(&jobs, &zero);
-	struct ev_data *e = bpf_map_lookup_elem(&scratch, &zero);
+	struct ev_scratch *e = bpf_map_lookup_elem(&scratch, &cpu);
 
 	if (!j || !e)
 		return 0;
@@ -516,25 +602,28 @@ static __always_inline int run_job(void *ctx, __u32 which)
 		}
 	}
 	if (j->done < j->want && j->left > 0) {
+		__u32 fill = j->fill & (CHUNK_SIZE - 1);
 		__u64 n = j->want - j->done;
 		if (n > j->left)
 			n = j->left;
-		if (n > CHUNK_SIZE)
-			n = CHUNK_SIZE;
-		if (!bpf_probe_read_user(e->data, n & (CHUNK_SIZE * 2 - 1), (void *)j->seg)) {
-			job_hdr(&e->h, EV_DATA, j);
-			e->h.len = n;
-			e->h.offset = j->off + j->done;
-			if (bpf_ringbuf_output(rb, e, (sizeof(e->h) + n) & (CHUNK_SIZE * 4 - 1), 0))
-				stat_add(ST_RING_LOST, 1);
+		if (n > CHUNK_SIZE - fill)
+			n = CHUNK_SIZE - fill;
+		if (!bpf_probe_read_user(e->data + fill, n & (CHUNK_SIZE * 2 - 1), (void *)j->seg)) {
+			if (fill == 0)
+				j->rec_off = j->off + j->done;
+			j->fill = fill + n;
 			j->done += n;
 			j->seg += n;
 			j->left -= n;
+			bool more_iov = j->kind == K_IOV && j->iov_i < j->iovcnt && j->iov_i < MAX_IOV;
+			if (j->fill >= CHUNK_SIZE || j->done >= j->want || (j->left == 0 && !more_iov))
+				flush(rb, e, j);
 			if (j->done < j->want)
 				chain(ctx, which);
 		}
 	}
 	/* finished, unreadable memory, iovecs exhausted or chain limit reached */
+	flush(rb, e, j);
 	if (j->done < j->total) {
 		struct ev_hdr h = {};
 		if (j->done < j->want)

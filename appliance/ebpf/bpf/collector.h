@@ -63,7 +63,7 @@ struct ev_hdr {           /* 56 bytes */
 	__u64 conn_id;        /* generation of (tgid, fd): ktime of first sight */
 	__u64 ts;             /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) */
 	__u64 offset;
-	__u64 extra;
+	__u64 extra;          /* OPEN: network namespace inode; TRUNC: bytes; CLOSE: ingress offset */
 	__u64 cgroup;         /* bpf_get_current_cgroup_id() */
 };
 
