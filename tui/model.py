@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 # Sort keys for the sessions table, in the order `s` cycles through them.
 # (key, label, descending by default)
@@ -146,25 +147,16 @@ def sessions(doc: dict | None) -> list[Session]:
             eni=text(row.get("eni")), instance=text(row.get("instance")),
             policy=text(row.get("policy")),
         ))
-        key = f"vni-{vni}" if vni is not None else "vni-?"
-        seen[key] = seen.get(key, 0) + 1
-        out[-1].key = key if seen[key] == 1 else f"{key}#{seen[key]}"
+        out[-1].key = _unique_key(seen, f"vni-{vni}" if vni is not None else "vni-?")
     return out
 
 
 def filter_sessions(rows: list[Session], query: str) -> list[Session]:
-    """Every whitespace-separated word of ``query`` must appear (case-insensitive)."""
-    words = query.lower().split()
-    if not words:
-        return list(rows)
-    return [r for r in rows if all(w in r.haystack() for w in words)]
+    return _filter_rows(rows, query)
 
 
 def sort_sessions(rows: list[Session], key: str, descending: bool) -> list[Session]:
-    # Ties (e.g. many idle sessions at 0/s) always come out in VNI order, so rows do not
-    # jump around between refreshes.
-    by_vni = sorted(rows, key=lambda r: (r.vni is None, r.vni or 0))
-    return sorted(by_vni, key=lambda r: r.sort_value(key), reverse=descending)
+    return _sort_rows(rows, key, descending, lambda r: r.vni)
 
 
 def is_ebpf(doc: dict | None) -> bool:
@@ -237,22 +229,50 @@ def processes(doc: dict | None) -> list[Process]:
             tls_connections=num(row.get("tls_connections")),
             pairs_per_s=num(row.get("pairs_per_s")), bytes_per_s=num(row.get("bytes_per_s")),
             last_seen_ago=ago, exited=row.get("exited") is True))
-        key = f"pid-{pid}" if pid is not None else "pid-?"
-        seen[key] = seen.get(key, 0) + 1
-        out[-1].key = key if seen[key] == 1 else f"{key}#{seen[key]}"
+        out[-1].key = _unique_key(seen, f"pid-{pid}" if pid is not None else "pid-?")
     return out
 
 
 def filter_processes(rows: list[Process], query: str) -> list[Process]:
+    return _filter_rows(rows, query)
+
+
+def sort_processes(rows: list[Process], key: str, descending: bool) -> list[Process]:
+    return _sort_rows(rows, key, descending, lambda r: r.pid)
+
+
+# -- what session rows and process rows share ----------------------------------------------
+class _Row(Protocol):
+    key: str
+
+    def haystack(self) -> str: ...
+
+    def sort_value(self, key: str) -> float: ...
+
+
+RowT = TypeVar("RowT", bound=_Row)
+
+
+def _unique_key(seen: dict[str, int], key: str) -> str:
+    """A row key unique in its table: ``key``, then ``key#2``... for a repeated one."""
+    seen[key] = seen.get(key, 0) + 1
+    return key if seen[key] == 1 else f"{key}#{seen[key]}"
+
+
+def _filter_rows(rows: list[RowT], query: str) -> list[RowT]:
+    """Every whitespace-separated word of ``query`` must appear (case-insensitive)."""
     words = query.lower().split()
     if not words:
         return list(rows)
     return [r for r in rows if all(w in r.haystack() for w in words)]
 
 
-def sort_processes(rows: list[Process], key: str, descending: bool) -> list[Process]:
-    by_pid = sorted(rows, key=lambda r: (r.pid is None, r.pid or 0))
-    return sorted(by_pid, key=lambda r: r.sort_value(key), reverse=descending)
+def _sort_rows(rows: list[RowT], key: str, descending: bool,
+               ident: Callable[[RowT], int | None]) -> list[RowT]:
+    # Ties (e.g. many idle rows at 0/s) always come out in identifier order (VNI, pid), so
+    # rows do not jump around between refreshes.
+    by_ident = sorted(rows, key=lambda r: (ident(r) is None, ident(r) or 0))
+    return sorted(by_ident, key=lambda r: r.sort_value(key), reverse=descending)
 
 
 def drops(doc: dict | None) -> list[tuple[str, float]]:

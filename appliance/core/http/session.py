@@ -107,6 +107,23 @@ class HttpStats:
     def orphan_responses(self) -> int:
         return sum(self.orphans.values())
 
+    def figures(self) -> dict[str, object]:
+        """The counters under the names every front end's ``stats()`` reports."""
+        return {
+            "http_connections": self.connections_http,
+            "pairs": self.pairs,
+            "pending": self.pending,
+            "requests": self.requests,
+            "responses": self.responses,
+            "orphan_responses": self.orphan_responses,
+            "orphans": dict(self.orphans),
+            "interim_responses": self.interim,
+            "resyncs": self.resyncs,
+            "violations": dict(self.violations),
+            "not_http": dict(self.not_http),
+            "tunnels": self.tunnels,
+        }
+
 
 def _discard(pair: Pair) -> None:
     """The ``emit`` of a detached session (it has nothing left to emit)."""
