@@ -80,8 +80,26 @@ def drop_label(reason: str) -> str:
     return DROP_LABELS.get(reason, reason.replace("_", " "))
 
 
+class _Sortable:
+    """What session and process rows share: a sortable value per column."""
+
+    last_seen_ago: float | None
+
+    def sort_value(self, key: str) -> float:
+        if key == "last_seen":  # most recent first when descending
+            return -self.last_seen_ago if self.last_seen_ago is not None else -math.inf
+        value = getattr(self, key)
+        return float(value) if value is not None else -math.inf
+
+
+def _ago(now: float | None, row: dict) -> float | None:
+    """Seconds since the row's ``last_seen`` (None when unknown)."""
+    last = num(row.get("last_seen"))
+    return max(0.0, now - last) if (now is not None and last is not None and last > 0) else None
+
+
 @dataclass
-class Session:
+class Session(_Sortable):
     """One row of the sessions table."""
 
     vni: int | None
@@ -110,11 +128,6 @@ class Session:
                  self.eni, self.instance, self.policy]
         return " ".join(p for p in parts if p).lower()
 
-    def sort_value(self, key: str) -> float:
-        if key == "last_seen":  # most recent first when descending
-            return -self.last_seen_ago if self.last_seen_ago is not None else -math.inf
-        value = getattr(self, key)
-        return value if value is not None else -math.inf
 
 
 def sessions(doc: dict | None) -> list[Session]:
@@ -134,15 +147,13 @@ def sessions(doc: dict | None) -> list[Session]:
             vni = int(vni) if vni is not None and not isinstance(vni, bool) else None
         except (TypeError, ValueError):
             vni = None
-        last = num(row.get("last_seen"))
-        ago = max(0.0, now - last) if (now is not None and last is not None and last > 0) else None
         out.append(Session(
             vni=vni,
             packets=num(row.get("packets")), bytes=num(row.get("bytes")),
             pairs=num(row.get("pairs")),
             packets_per_s=num(row.get("packets_per_s")), bytes_per_s=num(row.get("bytes_per_s")),
             pairs_per_s=num(row.get("pairs_per_s")),
-            last_seen_ago=ago,
+            last_seen_ago=_ago(now, row),
             cloud=text(row.get("cloud")), session_id=text(row.get("session_id")),
             eni=text(row.get("eni")), instance=text(row.get("instance")),
             policy=text(row.get("policy")),
@@ -165,7 +176,7 @@ def is_ebpf(doc: dict | None) -> bool:
 
 
 @dataclass
-class Process:
+class Process(_Sortable):
     """One row of the eBPF mode's processes table."""
 
     pid: int | None
@@ -197,11 +208,6 @@ class Process:
                  self.pod, self.container]
         return " ".join(p for p in parts if p).lower()
 
-    def sort_value(self, key: str) -> float:
-        if key == "last_seen":
-            return -self.last_seen_ago if self.last_seen_ago is not None else -math.inf
-        value = getattr(self, key)
-        return float(value) if value is not None else -math.inf
 
 
 def processes(doc: dict | None) -> list[Process]:
@@ -216,8 +222,6 @@ def processes(doc: dict | None) -> list[Process]:
             continue
         pid = row.get("pid")
         pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else None
-        last = num(row.get("last_seen"))
-        ago = max(0.0, now - last) if (now is not None and last is not None and last > 0) else None
         b_in, b_out = num(row.get("bytes_in")), num(row.get("bytes_out"))
         out.append(Process(
             pid=pid, comm=text(row.get("comm")), namespace=text(row.get("namespace")),
@@ -228,7 +232,7 @@ def processes(doc: dict | None) -> list[Process]:
             bytes=(b_in or 0.0) + (b_out or 0.0) if b_in is not None or b_out is not None else None,
             tls_connections=num(row.get("tls_connections")),
             pairs_per_s=num(row.get("pairs_per_s")), bytes_per_s=num(row.get("bytes_per_s")),
-            last_seen_ago=ago, exited=row.get("exited") is True))
+            last_seen_ago=_ago(now, row), exited=row.get("exited") is True))
         out[-1].key = _unique_key(seen, f"pid-{pid}" if pid is not None else "pid-?")
     return out
 

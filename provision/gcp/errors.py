@@ -6,7 +6,7 @@ Exit codes come from :mod:`provision.exitcodes`, shared with AWS.
 from __future__ import annotations
 
 from provision import exitcodes
-from provision.errors import ProvisionError
+from provision.errors import ProvisionError, debugging, unexpected
 
 
 class GcpError(ProvisionError):
@@ -17,3 +17,16 @@ class GcpError(ProvisionError):
                  unexpected: bool = False):
         super().__init__(message, code, unexpected=unexpected)
         self.status = status
+
+
+def step_failure(exc: BaseException, doing: str) -> GcpError:
+    """What a run of steps ends with when step ``doing`` ("applying ...", "deleting ...")
+    raised ``exc``: an interruption or an API error as the failure to report, anything else
+    as an unexpected error; a broken pipe, and anything under ``--debug``, propagates."""
+    if isinstance(exc, KeyboardInterrupt):
+        return GcpError(f"interrupted while {doing}", exitcodes.INTERRUPTED)
+    if isinstance(exc, GcpError):
+        return exc
+    if isinstance(exc, BrokenPipeError) or debugging():
+        raise exc
+    return GcpError(str(unexpected(exc, doing)), exitcodes.ERROR)

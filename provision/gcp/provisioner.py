@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from provision import exitcodes
 from provision.command import NextSteps, confirm
-from provision.errors import debugging, unexpected
 from provision.gcp import plan as P
 from provision.gcp import spec as S
 from provision.gcp.compute import Compute
-from provision.gcp.errors import GcpError
+from provision.gcp.errors import GcpError, step_failure
 from provision.gcp.preflight import gather_facts
 from provision.gcp.report import Decision, Output, changed_words, partial_lines, plan_document, plan_lines
 
@@ -150,16 +149,8 @@ def provision(api: Compute, spec: S.DeploymentSpec, out: Output, *, dry_run: boo
         for d in decisions:
             current = d
             tally[_apply_one(api, spec, d, out)] += 1
-    except KeyboardInterrupt:
-        failure = GcpError(f"interrupted while applying {current.step.what}", exitcodes.INTERRUPTED)
-    except GcpError as err:
-        failure = err
-    except BrokenPipeError:
-        raise
-    except Exception as exc:
-        if debugging():
-            raise
-        failure = GcpError(str(unexpected(exc, f"applying {current.step.what}")), exitcodes.ERROR)
+    except (KeyboardInterrupt, Exception) as exc:
+        failure = step_failure(exc, f"applying {current.step.what}")
     if failure is not None:
         for d in decisions:
             if d.status is None:

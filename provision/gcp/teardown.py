@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from provision import exitcodes
 from provision.command import NextSteps, confirm
-from provision.errors import debugging, unexpected
 from provision.gcp import plan as P
 from provision.gcp import spec as S
 from provision.gcp.compute import KINDS, Compute
-from provision.gcp.errors import GcpError
+from provision.gcp.errors import GcpError, step_failure
 from provision.gcp.preflight import check_location
 from provision.gcp.report import Output
 
@@ -110,17 +109,8 @@ def deprovision(api: Compute, name: str, out: Output, *, dry_run: bool = False, 
                 if err.status != 404:  # gone meanwhile: that is what we wanted
                     raise
             r["action"] = "deleted"
-    except KeyboardInterrupt:
-        failure = GcpError(f"interrupted while deleting {current['label']} {current['name']}",
-                           exitcodes.INTERRUPTED)
-    except GcpError as err:
-        failure = err
-    except BrokenPipeError:
-        raise
-    except Exception as exc:
-        if debugging():
-            raise
-        failure = GcpError(str(unexpected(exc, f"deleting {current['label']} {current['name']}")), exitcodes.ERROR)
+    except (KeyboardInterrupt, Exception) as exc:
+        failure = step_failure(exc, f"deleting {current['label']} {current['name']}")
     if failure is not None:
         current["action"] = "failed"
 
